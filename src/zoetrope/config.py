@@ -1,0 +1,337 @@
+"""Typed configs, named presets, TOML recipes and `--section.key=value` overrides.
+
+Every component is described by a dataclass whose fields carry a comment saying what they mean.
+A training run is a `Recipe`: one dataclass per section (`vae`, `dit`, `text`, `diffusion`,
+`data`, `train`). Recipes load from TOML files (see `configs/`) and are refined from the command
+line with `--section.key=value`; values are parsed and type-checked against the field's type, and
+an unknown section or key is an error naming the valid ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A config, preset or override a user gave is invalid (message is one line)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Component configs
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DiTConfig:
+    """Diffusion Transformer over spacetime patches (Peebles and Xie, arXiv 2212.09748)."""
+
+    in_channels: int = 4  # latent channels C
+    patch_size: tuple[int, int, int] = (1, 2, 2)  # (pt, ph, pw) in latent units
+    dim: int = 384  # transformer width D
+    depth: int = 12  # number of DiT blocks
+    num_heads: int = 6  # attention heads; dim must divide by it
+    mlp_ratio: float = 4.0  # hidden width of the MLP, as a multiple of dim
+    text_dim: int = 0  # width of text tokens; 0 disables text cross-attention
+    num_classes: int = 0  # > 0: class-conditional (the paper's ImageNet model), with a null class
+    learn_sigma: bool = False  # also predict the DDPM variance interpolation (doubles out channels)
+    pos_embed: str = "rope"  # "rope": 3D RoPE from (t, h, w) ids; "sincos": fixed 2D sin-cos added
+    qk_norm: bool = True  # RMSNorm on queries and keys (stabilises large models)
+    pooled_text: bool = True  # add the mean-pooled text embedding to the adaLN conditioning
+    rope_theta: float = 10000.0  # RoPE base frequency
+
+    def __post_init__(self) -> None:
+        self.patch_size = tuple(self.patch_size)  # type: ignore[assignment]
+        if self.dim % self.num_heads:
+            raise ConfigError(f"dit.dim={self.dim} is not divisible by dit.num_heads={self.num_heads}")
+        if self.pos_embed not in ("rope", "sincos"):
+            raise ConfigError(f"dit.pos_embed must be 'rope' or 'sincos', got {self.pos_embed!r}")
+
+    @property
+    def out_channels(self) -> int:
+        return self.in_channels * (2 if self.learn_sigma else 1)
+
+
+@dataclass
+class VAEConfig:
+    """Causal 3D convolutional VAE (video compression network)."""
+
+    kind: str = "causal3d"  # "causal3d" (ours) or a diffusers adapter name
+    in_channels: int = 3  # pixel channels
+    latent_channels: int = 8  # C of the latent (4 to 16)
+    base_channels: int = 64  # width of the first conv stage
+    channel_mult: tuple[int, ...] = (1, 2, 4, 4)  # width multiplier per stage
+    num_res_blocks: int = 1  # residual blocks per stage
+    temporal_downsample: int = 4  # frames -> latent frames factor (1 + 4k -> 1 + k)
+    spatial_downsample: int = 8  # pixels -> latent pixels factor
+    scaling_mean: float = 0.0  # latent normalisation: z_model = (z - mean) / std
+    scaling_std: float = 1.0
+    pretrained_path: str = ""  # for adapters: local directory of a diffusers model
+
+    def __post_init__(self) -> None:
+        self.channel_mult = tuple(self.channel_mult)
+
+
+@dataclass
+class TextConfig:
+    """Text encoder behind one interface: prompts -> (tokens (B, L, D), mask (B, L))."""
+
+    kind: str = "toy"  # "toy" (small, trainable), "minilm", "t5", "clip"
+    dim: int = 128  # output width of the toy encoder
+    depth: int = 2  # toy encoder transformer layers
+    num_heads: int = 4  # toy encoder attention heads
+    max_length: int = 32  # tokens per prompt (longer prompts are truncated)
+    vocab: list[str] = field(default_factory=list)  # toy encoder word vocabulary ([] = built-in)
+    path: str = ""  # local directory of pretrained weights (t5, clip)
+    trainable: bool = True  # whether the trainer updates the text encoder
+
+
+@dataclass
+class DiffusionConfig:
+    """Objective and sampler; time convention: t in [0, 1], t = 0 clean, t = 1 noise."""
+
+    objective: str = "flow"  # "flow" (rectified flow, v = eps - x0) or "ddpm" (epsilon)
+    num_train_timesteps: int = 1000  # DDPM discrete steps
+    beta_start: float = 1e-4  # DDPM linear betas
+    beta_end: float = 0.02
+    logit_mean: float = 0.0  # flow: logit-normal time sampling
+    logit_std: float = 1.0
+    shift_base_tokens: int = 256  # flow: time shift sqrt(tokens / base); 0 disables the shift
+    sampler: str = "euler"  # "euler" (flow), "ddim", "ddpm"
+    num_inference_steps: int = 25
+    guidance_scale: float = 4.0  # classifier-free guidance; 1 disables it
+    text_dropout: float = 0.1  # probability of dropping the prompt in training (for CFG)
+
+
+@dataclass
+class DataConfig:
+    """What the trainer reads."""
+
+    dataset: str = "shapes"  # "shapes", "mnist", "folder", "cache"
+    path: str = ""  # folder / mnist / latent-cache path
+    sizes: list[list[int]] = field(default_factory=lambda: [[17, 64, 64]])  # [frames, h, w] choices
+    fps: float = 8.0  # target fps for real clips
+    two_objects: bool = False  # shapes world: sometimes two objects
+    num_workers: int = 0
+
+
+@dataclass
+class TrainConfig:
+    """The training loop."""
+
+    model: str = "dit"  # what to train: "dit" or "vae"
+    steps: int = 1000
+    lr: float = 3e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
+    grad_clip: float = 1.0
+    batch_size: int = 8  # samples per optimizer step (global)
+    token_budget: int = 0  # > 0: pack samples up to this many tokens per micro-batch (NaViT)
+    grad_accum: int = 1
+    ema_decay: float = 0.999
+    precision: str = "bf16"  # "bf16" autocast or "fp32"
+    compile: bool = False
+    activation_checkpointing: bool = False
+    distributed: str = "fsdp"  # "fsdp" (FSDP2 fully_shard) or "ddp" under torchrun
+    seed: int = 0
+    checkpoint_every: int = 200
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    preview_every: int = 0  # 0 disables preview GIFs
+    preview_prompts: list[str] = field(default_factory=list)
+    vae_path: str = ""  # trained VAE directory (DiT training)
+    kl_weight: float = 1e-6  # VAE loss: KL term weight
+    perceptual_weight: float = 0.0  # reserved
+
+
+@dataclass
+class Recipe:
+    """A whole training run: one section per component."""
+
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    dit: DiTConfig = field(default_factory=DiTConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# --------------------------------------------------------------------------------------------
+# Presets
+# --------------------------------------------------------------------------------------------
+
+# The paper's twelve class-conditional ImageNet models: (depth, dim, heads) per size, patch 2/4/8.
+_DIT_PAPER_SIZES = {"S": (12, 384, 6), "B": (12, 768, 12), "L": (24, 1024, 16), "XL": (28, 1152, 16)}
+
+
+def _paper_preset(size: str, patch: int) -> DiTConfig:
+    depth, dim, heads = _DIT_PAPER_SIZES[size]
+    return DiTConfig(
+        in_channels=4, patch_size=(1, patch, patch), dim=dim, depth=depth, num_heads=heads,
+        num_classes=1000, learn_sigma=True, pos_embed="sincos", qk_norm=False, text_dim=0,
+        pooled_text=False,
+    )
+
+
+DIT_PRESETS: dict[str, DiTConfig] = {
+    f"DiT-{size}/{patch}": _paper_preset(size, patch) for size in _DIT_PAPER_SIZES for patch in (2, 4, 8)
+}
+DIT_PRESETS.update({
+    # Text-to-video presets: 3D RoPE, QK-norm, text cross-attention.
+    "tiny": DiTConfig(in_channels=4, dim=64, depth=2, num_heads=4, text_dim=32),
+    "shapes-demo": DiTConfig(in_channels=8, dim=256, depth=6, num_heads=4, text_dim=128),
+    "small": DiTConfig(in_channels=16, dim=384, depth=12, num_heads=6, text_dim=768),
+    "base": DiTConfig(in_channels=16, dim=768, depth=12, num_heads=12, text_dim=768),
+    "large": DiTConfig(in_channels=16, dim=1024, depth=24, num_heads=16, text_dim=4096),
+    "sora-3B": DiTConfig(in_channels=16, dim=2304, depth=28, num_heads=18, text_dim=4096),
+})
+
+# Input grid (latent C, t, h, w) each preset's FLOPs are quoted at in `zoetrope info`.
+PRESET_INPUTS: dict[str, tuple[int, int, int, int]] = {
+    name: (4, 1, 32, 32) for name in DIT_PRESETS if name.startswith("DiT-")  # 256x256 images
+}
+PRESET_INPUTS.update({
+    "tiny": (4, 3, 8, 8),
+    "shapes-demo": (8, 5, 8, 8),  # 17 frames of 64x64 through a 4x8x8 VAE
+    "small": (16, 5, 32, 32),
+    "base": (16, 5, 32, 32),
+    "large": (16, 9, 60, 90),
+    "sora-3B": (16, 9, 60, 90),  # 33 frames of 480x720 through a 4x8x8 VAE
+})
+
+
+def dit_preset(name: str) -> DiTConfig:
+    """Return a fresh copy of a named DiT preset; unknown names raise a one-line ConfigError."""
+    if name not in DIT_PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; known presets: {', '.join(DIT_PRESETS)}")
+    return dataclasses.replace(DIT_PRESETS[name])
+
+
+# --------------------------------------------------------------------------------------------
+# Serialisation, TOML recipes and overrides
+# --------------------------------------------------------------------------------------------
+
+
+def to_dict(config: Any) -> dict:
+    """Dataclass -> plain JSON-able dict (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def from_dict(cls: type, data: dict, where: str = "") -> Any:
+    """Build dataclass `cls` from a dict, checking keys and value types (nested for Recipe)."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in hints:
+            place = f"[{where}] " if where else ""
+            raise ConfigError(f"unknown key {place}{key!r}; valid keys: {', '.join(names)}")
+        kind = hints[key]
+        label = f"{where}.{key}" if where else key
+        if dataclasses.is_dataclass(kind):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{label} must be a table of settings, got {value!r}")
+            kwargs[key] = from_dict(kind, value, label)
+        else:
+            kwargs[key] = _check_type(value, kind, label)
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"invalid {where or cls.__name__} config: {e}") from None
+
+
+def _check_type(value: Any, kind: Any, label: str) -> Any:
+    """Return `value` coerced to `kind` (int -> float allowed), or raise a ConfigError."""
+    origin = typing.get_origin(kind)
+    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if kind in (int, str, bool):
+        if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+            return value
+        raise ConfigError(f"{label} must be {kind.__name__}, got {value!r}")
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{label} must be a list, got {value!r}")
+        args = typing.get_args(kind)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ConfigError(f"{label} must have {len(args)} items, got {value!r}")
+            return tuple(_check_type(v, a, label) for v, a in zip(value, args))
+        item = args[0] if args else Any
+        items = [_check_type(v, item, label) for v in value]
+        return tuple(items) if origin is tuple else items
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(kind):
+            try:
+                return _check_type(value, arg, label)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{label} has the wrong type: {value!r}")
+    return value
+
+
+def parse_value(text: str) -> Any:
+    """Parse a command-line value as a TOML value, falling back to a bare string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(config: Any, overrides: list[str]) -> Any:
+    """Apply `--section.key=value` (or `section.key=value`) strings to a dataclass config."""
+    data = to_dict(config)
+    for item in overrides:
+        body = item[2:] if item.startswith("--") else item
+        if "=" not in body:
+            raise ConfigError(f"override {item!r} must look like --section.key=value")
+        path, text = body.split("=", 1)
+        node, cls, parts = data, type(config), path.split(".")
+        for depth, part in enumerate(parts):
+            names = [f.name for f in dataclasses.fields(cls)]
+            if part not in names:
+                where = ".".join(parts[:depth]) or "recipe"
+                raise ConfigError(f"unknown key {path!r}: {where} has {', '.join(names)}")
+            kind = typing.get_type_hints(cls)[part]
+            if depth == len(parts) - 1:
+                if dataclasses.is_dataclass(kind):
+                    raise ConfigError(f"{path!r} is a section; set one of its keys")
+                node[part] = parse_value(text)
+            else:
+                if not dataclasses.is_dataclass(kind):
+                    raise ConfigError(f"{'.'.join(parts[:depth + 1])!r} is not a section")
+                node, cls = node[part], kind
+    return from_dict(type(config), data)
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Load a TOML recipe (missing sections take defaults) and apply overrides."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"recipe {str(path)!r} not found")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"recipe {str(path)!r} is not valid TOML: {e}") from None
+    recipe = data.pop("preset", None)
+    base = to_dict(Recipe())
+    if recipe is not None:  # `preset = "shapes-demo"` at top level picks a DiT preset
+        base["dit"] = to_dict(dit_preset(recipe))
+    for section, values in data.items():
+        if section not in base:
+            raise ConfigError(f"unknown section [{section}] in {path.name}; valid sections: "
+                              f"{', '.join(base)}")
+        if not isinstance(values, dict):
+            raise ConfigError(f"[{section}] must be a table")
+        base[section].update(values)
+        from_dict(type(getattr(Recipe(), section)), values, section)  # names the bad key
+    return apply_overrides(from_dict(Recipe, base), overrides or [])
