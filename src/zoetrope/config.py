@@ -76,6 +76,19 @@ class VAEConfig:
 
     def __post_init__(self) -> None:
         self.channel_mult = tuple(self.channel_mult)
+        if self.kind != "causal3d":  # adapters describe someone else's network; nothing to check
+            return
+        if self.temporal_downsample not in (1, 2, 4):
+            raise ConfigError(f"vae.temporal_downsample must be 1, 2 or 4, got {self.temporal_downsample}")
+        if self.spatial_downsample not in (1, 2, 4, 8, 16):
+            raise ConfigError(f"vae.spatial_downsample must be 1, 2, 4, 8 or 16, got {self.spatial_downsample}")
+        steps = max(self.spatial_downsample, self.temporal_downsample).bit_length() - 1
+        if len(self.channel_mult) < steps + 1:  # one stage per resolution
+            raise ConfigError(f"vae.channel_mult needs at least {steps + 1} stages for "
+                              f"{self.temporal_downsample}x{self.spatial_downsample} downsampling, "
+                              f"got {len(self.channel_mult)}")
+        if self.latent_channels < 1 or self.base_channels < 1 or self.scaling_std <= 0:
+            raise ConfigError("vae.latent_channels, vae.base_channels and vae.scaling_std must be positive")
 
 
 @dataclass

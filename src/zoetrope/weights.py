@@ -60,7 +60,8 @@ def load_state(directory: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise WeightsError(f"no model.safetensors in {str(directory)!r}")
     try:
-        return load_file(str(path))
+        # clone: fresh, aligned memory (mmap views can take other BLAS paths, costing bit-exactness)
+        return {k: v.clone() for k, v in load_file(str(path)).items()}
     except (SafetensorError, OSError, ValueError) as e:
         raise WeightsError(f"{path} is corrupt: {e}") from None
 

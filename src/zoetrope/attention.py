@@ -1,0 +1,127 @@
+"""Attention over packed sequences, and the position encodings the DiT uses.
+
+`attention` is the single attention function of the model. Queries and keys carry sample ids;
+a query attends only to keys of its own sample (block-diagonal mask), so a packed batch gives the
+same result as each sample run alone. Backends: PyTorch SDPA with a boolean mask (reference, any
+device) and flex attention with a block mask (CUDA; skips the masked blocks instead of computing
+them). Both take (N, heads, head_dim) tensors without a batch axis.
+
+Positions are data: 3D RoPE (Su et al., RoFormer, arXiv 2104.09864) rotates query/key channel
+pairs by angles computed from each token's (t, h, w) position, so any grid size works. The head
+dimension is split into three groups, one per axis. `sincos_2d` is the fixed additive embedding of
+the original DiT (Peebles and Xie), used by its class-conditional image presets.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, q_ids: Tensor, kv_ids: Tensor,
+              backend: str = "auto") -> Tensor:
+    """Block-diagonal attention: (N, heads, Dh) queries over (M, heads, Dh) keys/values.
+
+    q_ids (N,) and kv_ids (M,) are sample ids; a query sees only keys with the same id.
+    backend: "sdpa", "flex", or "auto" (flex on CUDA when available, else SDPA).
+    """
+    if backend == "auto":
+        backend = "flex" if q.is_cuda and _flex_available() else "sdpa"
+    if backend == "flex":
+        return _flex(q, k, v, q_ids, kv_ids)
+    mask = q_ids[:, None] == kv_ids[None, :]  # (N, M)
+    out = F.scaled_dot_product_attention(
+        q.transpose(0, 1)[None], k.transpose(0, 1)[None], v.transpose(0, 1)[None],
+        attn_mask=mask[None, None])  # (1, heads, N, Dh)
+    return out[0].transpose(0, 1)  # (N, heads, Dh)
+
+
+def _flex_available() -> bool:
+    try:
+        from torch.nn.attention.flex_attention import flex_attention  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _flex(q: Tensor, k: Tensor, v: Tensor, q_ids: Tensor, kv_ids: Tensor) -> Tensor:
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    def same_sample(b, h, qi, ki):
+        return q_ids[qi] == kv_ids[ki]
+
+    block = create_block_mask(same_sample, None, None, q.shape[0], k.shape[0], device=q.device)
+    out = flex_attention(q.transpose(0, 1)[None], k.transpose(0, 1)[None],
+                         v.transpose(0, 1)[None], block_mask=block)
+    return out[0].transpose(0, 1)
+
+
+# --------------------------------------------------------------------------------------------
+# 3D RoPE
+# --------------------------------------------------------------------------------------------
+
+
+def rope_axes_dims(head_dim: int) -> tuple[int, int, int]:
+    """Channels given to the (t, h, w) axes; each even, spatial axes equal, summing to head_dim."""
+    if head_dim % 2:
+        raise ValueError(f"RoPE needs an even head dimension, got {head_dim}")
+    spatial = 2 * (head_dim // 6)  # a third each, rounded down to even; time takes the rest
+    return head_dim - 2 * spatial, spatial, spatial
+
+
+def rope_angles(positions: Tensor, head_dim: int, theta: float = 10000.0) -> tuple[Tensor, Tensor]:
+    """(N, 3) positions -> (cos, sin), each (N, head_dim // 2), in float32."""
+    parts = []
+    for axis, dim in enumerate(rope_axes_dims(head_dim)):
+        if dim == 0:
+            continue
+        freqs = theta ** (-torch.arange(0, dim, 2, device=positions.device, dtype=torch.float32) / dim)
+        parts.append(positions[:, axis, None].float() * freqs)  # (N, dim // 2)
+    angles = torch.cat(parts, dim=-1)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate consecutive channel pairs of x (N, heads, Dh) by the per-token angles."""
+    pairs = x.float().unflatten(-1, (-1, 2))  # (N, heads, Dh/2, 2)
+    a, b = pairs[..., 0], pairs[..., 1]
+    cos, sin = cos[:, None], sin[:, None]  # broadcast over heads
+    out = torch.stack([a * cos - b * sin, a * sin + b * cos], dim=-1)
+    return out.flatten(-2).type_as(x)
+
+
+# --------------------------------------------------------------------------------------------
+# Fixed sin-cos embeddings
+# --------------------------------------------------------------------------------------------
+
+
+def sincos_1d(pos: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
+    """(N,) positions -> (N, dim): [sin(pos * w_i), cos(pos * w_i)] for dim/2 frequencies."""
+    omega = 1.0 / max_period ** (torch.arange(dim // 2, device=pos.device, dtype=torch.float64) / (dim / 2))
+    angles = pos.double()[:, None] * omega  # (N, dim/2)
+    return torch.cat([angles.sin(), angles.cos()], dim=-1).float()
+
+
+def sincos_2d(positions: Tensor, dim: int) -> Tensor:
+    """(N, 3) (t, h, w) positions -> (N, dim) 2D sin-cos embedding of (h, w).
+
+    Laid out as the DiT reference: the first half encodes the column (w), the second the row (h).
+    The time position is ignored: this embedding belongs to the paper's image models.
+    """
+    if dim % 4:
+        raise ValueError(f"2D sin-cos embedding needs dim divisible by 4, got {dim}")
+    return torch.cat([sincos_1d(positions[:, 2], dim // 2), sincos_1d(positions[:, 1], dim // 2)], -1)
+
+
+def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
+    """(N,) timesteps (in DiT's 0..1000 scale) -> (N, dim) [cos, sin] features, as in DiT."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    angles = t.float()[:, None] * freqs  # (N, half)
+    emb = torch.cat([angles.cos(), angles.sin()], dim=-1)
+    if dim % 2:
+        emb = F.pad(emb, (0, 1))
+    return emb
