@@ -11,7 +11,11 @@ import json
 import sys
 from typing import Callable, Sequence
 
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, KeyError, OSError)
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that are the user's to fix: reported as one line, exit status 2."""
+    from .checkpoint import CheckpointError
+    from .train import TrainingError
+    return (ValueError, FileNotFoundError, KeyError, OSError, TrainingError, CheckpointError)
 
 
 def cmd_info(args: argparse.Namespace) -> None:
@@ -38,6 +42,62 @@ def cmd_info(args: argparse.Namespace) -> None:
           + (f" with {text_len} text tokens" if text_len else ""))
 
 
+def cmd_generate(args: argparse.Namespace) -> None:
+    """Generate a video from a prompt with a pipeline directory (default: the bundled model)."""
+    import re
+    from pathlib import Path
+
+    import torch
+
+    from .data.video import SUPPORTED_WRITE
+    from .pipeline import BUNDLED_MODEL, TextToVideoPipeline
+
+    if not args.prompt.strip():
+        raise ValueError("the prompt is empty; describe the video to generate")
+    slug = "-".join(re.findall(r"[a-z0-9]+", args.prompt.lower()))[:60].strip("-") or "video"
+    out = Path(args.output) if args.output else Path("outputs") / f"{slug}.mp4"
+    if out.suffix.lower() not in SUPPORTED_WRITE:  # checked before any work is done
+        raise ValueError(f"cannot write {str(out)!r}: unsupported extension "
+                         f"{out.suffix or '(none)'!r}; supported: {', '.join(SUPPORTED_WRITE)}")
+    height = width = None
+    if args.size:
+        match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", args.size)
+        if not match:
+            raise ValueError(f"--size must look like HEIGHTxWIDTH (e.g. 64x64), got {args.size!r}")
+        height, width = int(match[1]), int(match[2])
+    model = Path(args.model) if args.model else BUNDLED_MODEL
+    if not args.model and not (model / "pipeline.json").is_file():
+        raise FileNotFoundError(f"the bundled model is not installed (looked in {model}); "
+                                f"pass --model DIR with a pipeline directory")
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    pipe = TextToVideoPipeline.from_pretrained(model).to(device)
+    video = pipe(args.prompt, negative_prompt=args.negative, num_frames=args.frames,
+                 height=height, width=width, num_inference_steps=args.steps,
+                 guidance_scale=args.cfg, seed=args.seed)
+    path = video.save(out)[0]
+    frames, h, w = video.frames.shape[1:4]
+    print(f"wrote {path} ({frames} frames, {h}x{w}, {video.fps:g} fps, seed {video.seed})")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train what a recipe names into --out; rerunning the same command resumes."""
+    from .config import load_recipe
+    from .train import Interrupted, train
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    try:
+        final = train(recipe, args.out, progress=not args.quiet)
+    except Interrupted as e:
+        print(f"zoetrope train: {e}", file=sys.stderr)
+        return 128 + int(e.signum)
+    import torch.distributed as dist
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        print(f"trained model written to {final}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zoetrope", description="Open text-to-video: VAE + packed DiT.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -46,6 +106,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("preset", help="e.g. DiT-XL/2, shapes-demo, sora-3B")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("train", help="train the VAE and/or DiT a TOML recipe names",
+                       description="Train from a recipe; extra --section.key=value arguments "
+                                   "override the recipe. An existing --out resumes.")
+    p.add_argument("recipe", help="TOML recipe, e.g. configs/tiny.toml")
+    p.add_argument("--out", required=True, help="run directory (checkpoints, metrics, final/)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train, accepts_overrides=True)
+
+    p = sub.add_parser("generate", help="generate a video from a text prompt")
+    p.add_argument("prompt", help='what to show, e.g. "a red circle moving right"')
+    p.add_argument("-o", "--output", help="output file: .mp4, .webm, .gif or .png "
+                   "(default: outputs/<prompt>.mp4)")
+    p.add_argument("--frames", type=int, help="number of frames, 1 + 4k (1 = an image)")
+    p.add_argument("--size", help="HEIGHTxWIDTH in pixels, e.g. 64x64")
+    p.add_argument("--steps", type=int, help="denoising steps")
+    p.add_argument("--cfg", type=float, help="classifier-free guidance scale (1 = off)")
+    p.add_argument("--seed", type=int, help="random seed (default: fresh, printed)")
+    p.add_argument("--model", help="pipeline directory (default: the bundled shapes-demo model)")
+    p.add_argument("--negative", help="negative prompt (the unconditional branch of guidance)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps or auto (default)")
+    p.set_defaults(func=cmd_generate)
     return parser
 
 
@@ -62,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("zoetrope: interrupted", file=sys.stderr)
         return 130
-    except USER_ERRORS as e:
+    except _user_errors() as e:
         message = str(e).strip().splitlines()
         print(f"zoetrope {args.command}: error: {message[0] if message else type(e).__name__}",
               file=sys.stderr)

@@ -70,6 +70,7 @@ class VAEConfig:
     num_res_blocks: int = 1  # residual blocks per stage
     temporal_downsample: int = 4  # frames -> latent frames factor (1 + 4k -> 1 + k)
     spatial_downsample: int = 8  # pixels -> latent pixels factor
+    patch_size: int = 1  # fold p x p pixels into channels first (LTX-Video does this); cheap on CPU
     scaling_mean: float = 0.0  # latent normalisation: z_model = (z - mean) / std
     scaling_std: float = 1.0
     pretrained_path: str = ""  # for adapters: local directory of a diffusers model
@@ -79,16 +80,24 @@ class VAEConfig:
         if self.kind != "causal3d":  # adapters describe someone else's network; nothing to check
             return
         if self.temporal_downsample not in (1, 2, 4):
-            raise ConfigError(f"vae.temporal_downsample must be 1, 2 or 4, got {self.temporal_downsample}")
+            raise ConfigError(f"vae.temporal_downsample must be 1, 2 or 4, "
+                              f"got {self.temporal_downsample}")
         if self.spatial_downsample not in (1, 2, 4, 8, 16):
-            raise ConfigError(f"vae.spatial_downsample must be 1, 2, 4, 8 or 16, got {self.spatial_downsample}")
-        steps = max(self.spatial_downsample, self.temporal_downsample).bit_length() - 1
+            raise ConfigError(f"vae.spatial_downsample must be 1, 2, 4, 8 or 16, "
+                              f"got {self.spatial_downsample}")
+        if self.patch_size not in (1, 2, 4) or self.spatial_downsample % self.patch_size:
+            raise ConfigError(f"vae.patch_size must be 1, 2 or 4 and divide vae.spatial_downsample="
+                              f"{self.spatial_downsample}, got {self.patch_size}")
+        conv_spatial = self.spatial_downsample // self.patch_size
+        steps = max(conv_spatial, self.temporal_downsample).bit_length() - 1
         if len(self.channel_mult) < steps + 1:  # one stage per resolution
             raise ConfigError(f"vae.channel_mult needs at least {steps + 1} stages for "
-                              f"{self.temporal_downsample}x{self.spatial_downsample} downsampling, "
-                              f"got {len(self.channel_mult)}")
-        if self.latent_channels < 1 or self.base_channels < 1 or self.scaling_std <= 0:
-            raise ConfigError("vae.latent_channels, vae.base_channels and vae.scaling_std must be positive")
+                              f"{self.temporal_downsample}x{self.spatial_downsample} downsampling "
+                              f"with patch_size={self.patch_size}, got {len(self.channel_mult)}")
+        if min(self.latent_channels, self.base_channels, self.num_res_blocks) < 1:
+            raise ConfigError("vae.latent_channels, base_channels and num_res_blocks must be >= 1")
+        if self.scaling_std <= 0:
+            raise ConfigError(f"vae.scaling_std must be positive, got {self.scaling_std}")
 
 
 @dataclass
@@ -116,8 +125,11 @@ class DiffusionConfig:
     logit_mean: float = 0.0  # flow: logit-normal time sampling
     logit_std: float = 1.0
     shift_base_tokens: int = 256  # flow: time shift sqrt(tokens / base); 0 disables the shift
+    vlb_weight: float = 0.001  # DDPM learned variance: lambda of L_hybrid = L_simple + lambda * L_vlb
     sampler: str = "euler"  # "euler" (flow), "ddim", "ddpm"
     num_inference_steps: int = 25
+    timestep_spacing: str = "linspace"  # DDPM / DDIM respacing: "linspace", "leading", "trailing"
+    eta: float = 0.0  # DDIM noise scale (0 deterministic, 1 = DDPM-like)
     guidance_scale: float = 4.0  # classifier-free guidance; 1 disables it
     text_dropout: float = 0.1  # probability of dropping the prompt in training (for CFG)
 
@@ -161,7 +173,7 @@ class TrainConfig:
     preview_prompts: list[str] = field(default_factory=list)
     vae_path: str = ""  # trained VAE directory (DiT training)
     kl_weight: float = 1e-6  # VAE loss: KL term weight
-    perceptual_weight: float = 0.0  # reserved
+    first_frame_cond: float = 0.0  # DiT: probability a clip's first latent frame is given clean (i2v)
 
 
 @dataclass
@@ -174,6 +186,8 @@ class Recipe:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    # With train.model = "vae+dit": the VAE stage's loop settings (the DiT stage uses [train]).
+    vae_train: TrainConfig = field(default_factory=lambda: TrainConfig(model="vae"))
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,175 @@
+"""The training loop: loss goes down, exact resume (stop, SIGTERM, SIGKILL), torchrun parity, bad input."""
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from zoetrope import checkpoint as ckpt
+from zoetrope.cli import main
+from zoetrope.config import ConfigError, load_recipe
+from zoetrope.train import Interrupted, Trainer, TrainingError, train
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "configs" / "tiny.toml"
+
+
+def cli_env() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
+
+
+@pytest.fixture(scope="module")
+def vae_dir(tmp_path_factory):
+    """A tiny VAE trained for a few steps: the frozen VAE of the DiT runs below."""
+    recipe = load_recipe(TINY, ["--train.model=vae", "--train.steps=3", "--train.batch_size=2"])
+    return train(recipe, tmp_path_factory.mktemp("vae"), progress=False) / "vae"
+
+
+def dit_recipe(vae_dir, *extra):
+    return load_recipe(TINY, ["--train.model=dit", f"--train.vae_path={vae_dir}", "--train.steps=6",
+                              "--train.checkpoint_every=2", *extra])
+
+
+@pytest.fixture(scope="module")
+def reference(vae_dir, tmp_path_factory):
+    """An uninterrupted 6-step DiT run."""
+    out = tmp_path_factory.mktemp("ref")
+    train(dit_recipe(vae_dir), out, progress=False)
+    return out
+
+
+def final_weights(run: Path) -> dict:
+    return load_file(str(ckpt.latest_checkpoint(run) / "model.safetensors"))
+
+
+def assert_same_weights(a: Path, b: Path):
+    wa, wb = final_weights(a), final_weights(b)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+    ea, eb = (load_file(str(ckpt.latest_checkpoint(r) / "ema.safetensors")) for r in (a, b))
+    assert all(torch.equal(ea[k], eb[k]) for k in ea)
+
+
+def test_tiny_dit_loss_goes_down(vae_dir, tmp_path):
+    recipe = dit_recipe(vae_dir, "--train.steps=40", "--train.checkpoint_every=40", "--train.lr=2e-3",
+                        "--train.batch_size=8")
+    final = train(recipe, tmp_path, progress=False)
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert len(losses) == 40
+    first, last = sum(losses[:4]) / 4, sum(losses[-8:]) / 8
+    assert last < 0.7 * first, (first, last)
+    assert {p.name for p in final.iterdir()} == {"dit", "vae", "text_encoder", "pipeline.json"}
+    assert (tmp_path / "loss.png").stat().st_size > 0 and (tmp_path / "config.json").is_file()
+
+
+def test_stop_and_resume_is_bit_exact(vae_dir, reference, tmp_path):
+    stopper = Trainer(dit_recipe(vae_dir), tmp_path, progress=False)
+    stopper._should_stop = lambda: stopper.step == 3  # as if SIGINT arrived during step 3
+    with pytest.raises(Interrupted):
+        stopper.run()
+    assert ckpt.latest_checkpoint(tmp_path).name == "step_00000003"
+    Trainer(dit_recipe(vae_dir), tmp_path, progress=False).run()
+    assert_same_weights(tmp_path, reference)
+
+
+def _run_cli_until_checkpoint(vae_dir, out: Path, sig: int) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "zoetrope.cli", "train", str(TINY), "--out", str(out), "--quiet",
+           "--train.model=dit", f"--train.vae_path={vae_dir}", "--train.steps=6", "--train.checkpoint_every=2"]
+    proc = subprocess.Popen(cmd, env=cli_env(), stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while ckpt.latest_checkpoint(out) is None and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, proc.stderr.read()
+    proc.send_signal(sig)
+    proc.wait(timeout=120)
+    return proc
+
+
+def test_sigkill_after_checkpoint_then_rerun_is_bit_exact(vae_dir, reference, tmp_path):
+    proc = _run_cli_until_checkpoint(vae_dir, tmp_path, signal.SIGKILL)
+    assert proc.returncode == -signal.SIGKILL
+    assert ckpt.latest_checkpoint(tmp_path) is not None
+    args = ["train", str(TINY), "--out", str(tmp_path), "--quiet", "--train.model=dit",
+            f"--train.vae_path={vae_dir}", "--train.steps=6", "--train.checkpoint_every=2"]
+    assert main(args) == 0
+    assert_same_weights(tmp_path, reference)
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(vae_dir, tmp_path):
+    proc = _run_cli_until_checkpoint(vae_dir, tmp_path, signal.SIGTERM)
+    err = proc.stderr.read()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "rerun the same command to resume" in err and "Traceback" not in err
+    stopped = json.loads((ckpt.latest_checkpoint(tmp_path) / "state.json").read_text())["step"]
+    assert stopped >= 2
+
+
+def test_non_finite_loss_stops_with_the_step_and_keeps_checkpoint(vae_dir, tmp_path):
+    trainer = Trainer(dit_recipe(vae_dir), tmp_path, progress=False)
+    real = trainer.micro_loss
+    trainer.micro_loss = lambda items: (real(items)[0] * (float("nan") if trainer.step == 3 else 1.0), 1)
+    with pytest.raises(TrainingError, match="at step 3.*step_00000002"):
+        trainer.run()
+    assert ckpt.latest_checkpoint(tmp_path).name == "step_00000002"
+
+
+def test_full_disk_keeps_the_previous_checkpoint(vae_dir, tmp_path, monkeypatch):
+    trainer = Trainer(dit_recipe(vae_dir), tmp_path, progress=False)
+    real_save = ckpt.save_file
+
+    def save_file(tensors, path):
+        if "step_00000004" in path and path.endswith("ema.safetensors"):
+            raise OSError(28, "No space left on device")
+        return real_save(tensors, path)
+
+    monkeypatch.setattr(ckpt, "save_file", save_file)
+    with pytest.raises(ckpt.CheckpointError, match="step 4: No space left.*step_00000002 is intact"):
+        trainer.run()
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["step_00000002"]
+    assert not any(p.name.startswith(".tmp") for p in ckpt.checkpoint_dir(tmp_path).iterdir())
+    ckpt.load_checkpoint(ckpt.latest_checkpoint(tmp_path))  # still readable
+
+
+def test_torchrun_two_processes_match_one(vae_dir, tmp_path):
+    args = ["train", str(TINY), "--quiet", "--train.model=dit", f"--train.vae_path={vae_dir}",
+            "--train.steps=3", "--train.checkpoint_every=3", "--train.precision=fp32"]
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+           "29517", "-m", "zoetrope.cli", *args, "--out", str(tmp_path / "two")]
+    result = subprocess.run(cmd, env=cli_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+    def losses(run):
+        return [json.loads(x)["loss"] for x in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+
+    assert len(losses("two")) == 3
+    assert losses("two") == pytest.approx(losses("one"), rel=1e-4, abs=1e-5)
+    wa, wb = final_weights(tmp_path / "one"), final_weights(tmp_path / "two")
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=1e-3, atol=1e-4)
+
+
+def test_bad_recipes_are_one_line_errors(tmp_path, capsys):
+    assert main(["train", str(tmp_path / "missing.toml"), "--out", str(tmp_path / "r")]) == 2
+    assert main(["train", str(TINY), "--out", str(tmp_path / "r"), "--train.stepz=3"]) == 2
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[train]\nsteps = 'many'\n")
+    assert main(["train", str(bad), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(line.startswith("zoetrope train: error:") for line in err)
+    assert "not found" in err[0] and "unknown key 'train.stepz'" in err[1] and "must be int" in err[2]
+    assert not (tmp_path / "r").exists()
+
+
+def test_run_dir_of_another_recipe_is_refused(vae_dir, reference):
+    with pytest.raises(ConfigError, match="another recipe.*train.lr"):
+        Trainer(dit_recipe(vae_dir, "--train.lr=0.5"), reference, progress=False)
