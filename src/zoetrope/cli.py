@@ -98,6 +98,67 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_size(text: str) -> tuple[int, int, int]:
+    """'FRAMESxHEIGHTxWIDTH' (e.g. 17x64x64) -> (frames, height, width)."""
+    import re
+    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if not match:
+        raise ValueError(f"--size must look like FRAMESxHEIGHTxWIDTH (e.g. 17x64x64), got {text!r}")
+    return int(match[1]), int(match[2]), int(match[3])
+
+
+def cmd_encode(args: argparse.Namespace) -> None:
+    """Encode a dataset through a frozen VAE into a latent cache; rerunning continues it."""
+    from pathlib import Path
+
+    import torch
+
+    from .data.cache import encode_dataset
+    from .train import load_frozen_vae
+
+    sizes = [_parse_size(s) for s in args.size or ["17x64x64"]]
+    if args.count is not None and args.count < 1:
+        raise ValueError(f"--count must be at least 1, got {args.count}")
+    if args.fps is not None and args.fps <= 0:
+        raise ValueError(f"--fps must be > 0, got {args.fps}")
+    if not Path(args.vae).is_dir():
+        raise FileNotFoundError(f"--vae {args.vae!r} is not a directory (a trained VAE, e.g. "
+                                f"RUN_DIR/final/vae)")
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    vae = load_frozen_vae(args.vae, torch.device(device))
+    for size in sizes:  # fail before any work on a size the VAE cannot take
+        try:
+            vae.latent_shape(*size)
+        except ValueError as e:
+            raise ValueError(f"--size {'x'.join(map(str, size))}: {e}") from None
+    if args.dataset in ("shapes", "mnist"):
+        if args.count is None:
+            raise ValueError(f"--count is required for {args.dataset} (the world is endless)")
+        if args.dataset == "shapes":
+            from .data.shapes import ShapesWorld
+            dataset = ShapesWorld(sizes, seed=args.seed, two_objects=args.two_objects)
+        else:
+            from .data.mnist import MovingMNIST
+            dataset = MovingMNIST(sizes=sizes, seed=args.seed)
+    elif Path(args.dataset).is_dir():
+        from .data.folder import IndexedFolder
+        dataset = IndexedFolder(args.dataset, sizes=sizes, fps=args.fps, seed=args.seed)
+    else:
+        raise FileNotFoundError(f"DATASET must be shapes, mnist or a caption folder; "
+                                f"{args.dataset!r} is none of these")
+    count = args.count if args.count is not None else len(dataset)  # a folder: one epoch
+    text_encoder = None
+    if args.text_encoder:
+        from .text import load_text_encoder
+        text_encoder = load_text_encoder(args.text_encoder).to(device).requires_grad_(False)
+    out = encode_dataset(dataset, vae, args.out, count, text_encoder=text_encoder,
+                         batch_size=args.batch_size, dtype=args.dtype, progress=not args.quiet)
+    print(f"latent cache of {count} samples written to {out}; train a DiT on it with "
+          f"--data.dataset=cache --data.path={out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zoetrope", description="Open text-to-video: VAE + packed DiT.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -128,6 +189,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--negative", help="negative prompt (the unconditional branch of guidance)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps or auto (default)")
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("encode", help="encode a dataset into a latent cache for DiT training",
+                       description="Encode clips through a frozen VAE once; train with "
+                                   "--data.dataset=cache. Rerunning continues an interrupted "
+                                   "cache (or extends it to a larger --count).")
+    p.add_argument("dataset", metavar="DATASET", help="shapes, mnist or a caption folder")
+    p.add_argument("--out", required=True, help="cache directory")
+    p.add_argument("--vae", required=True, help="trained VAE directory (config.json + weights)")
+    p.add_argument("--count", type=int, help="samples to encode (default for a folder: one "
+                   "epoch; required for shapes and mnist)")
+    p.add_argument("--size", action="extend", nargs="+", metavar="FxHxW",
+                   help="clip sizes FRAMESxHEIGHTxWIDTH, one drawn per sample (default 17x64x64)")
+    p.add_argument("--fps", type=float, help="frame rate to read folder clips at (default: each "
+                   "clip's own)")
+    p.add_argument("--seed", type=int, default=0, help="dataset seed (use the training seed)")
+    p.add_argument("--two-objects", action="store_true", help="shapes: sometimes two objects")
+    p.add_argument("--text-encoder", help="frozen text encoder directory: store its embeddings too")
+    p.add_argument("--batch-size", type=int, default=8, help="clips per VAE call (default 8)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="storage type of latents and text embeddings (default float32)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps or auto (default)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_encode)
     return parser
 
 

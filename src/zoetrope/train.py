@@ -103,10 +103,27 @@ def build_dataset(recipe: Recipe):
     if data.dataset == "mnist":
         from .data.mnist import MovingMNIST
         return MovingMNIST(sizes=sizes, seed=recipe.train.seed, **({"root": data.path} if data.path else {}))
+    if data.dataset in ("folder", "cache") and not data.path:
+        raise ConfigError(f"data.path is required for data.dataset = {data.dataset!r}")
     if data.dataset == "folder":
         from .data.folder import IndexedFolder
-        return IndexedFolder(data.path, sizes=sizes, fps=data.fps, seed=recipe.train.seed)
-    raise ConfigError(f"unknown data.dataset {data.dataset!r}; valid: shapes, mnist, folder")
+        # data.fps = 0 reads every clip at its own frame rate.
+        return IndexedFolder(data.path, sizes=sizes, fps=data.fps or None, seed=recipe.train.seed)
+    if data.dataset == "cache":
+        from .data.cache import LatentCache
+        if recipe.train.model != "dit":
+            raise ConfigError("data.dataset = \"cache\" holds VAE latents: it can train a DiT "
+                              "(train.model = \"dit\"), not a VAE")
+        cache = LatentCache(data.path)
+        if recipe.train.vae_path:  # latents only mean something to the VAE that made them
+            from .weights import read_config
+            saved = read_config(recipe.train.vae_path)
+            diff = [k for k, v in cache.vae_config.items() if k in saved and saved[k] != v]
+            if diff:
+                raise ConfigError(f"latent cache {data.path} was encoded with another VAE than "
+                                  f"train.vae_path (differs in {', '.join(diff[:4])})")
+        return cache
+    raise ConfigError(f"unknown data.dataset {data.dataset!r}; valid: shapes, mnist, folder, cache")
 
 
 def sample_generator(seed: int, index: int) -> torch.Generator:
@@ -175,11 +192,17 @@ def load_frozen_vae(path: str, device: torch.device):
 
 @torch.no_grad()
 def encode_latents(vae, samples: list, device: torch.device) -> list[Tensor]:
-    """Frames -> normalised latents (C, t, h, w), one VAE call per distinct clip size."""
+    """Frames -> normalised latents (C, t, h, w), one VAE call per distinct clip size.
+
+    Samples that already are latents (float (C, t, h, w), from a latent cache) pass through.
+    """
     by_size: dict[tuple, list[int]] = {}
-    for i, (frames, _) in enumerate(samples):
-        by_size.setdefault(tuple(frames.shape), []).append(i)
     out: list[Tensor | None] = [None] * len(samples)
+    for i, (frames, _) in enumerate(samples):
+        if isinstance(frames, Tensor) and frames.is_floating_point():  # frames are uint8
+            out[i] = frames.to(device, torch.float32)
+        else:
+            by_size.setdefault(tuple(frames.shape), []).append(i)
     for idx in by_size.values():
         video = torch.cat([to_video(samples[i][0]) for i in idx]).to(device)
         z = vae.encode_latent(video)
@@ -407,7 +430,10 @@ class Trainer:
     def tokens_of(self, frames) -> int:
         if self.vae is None:
             return int(frames.shape[0] * frames.shape[1] * frames.shape[2])
-        c, t, h, w = self.vae.latent_shape(*frames.shape[:3])
+        if isinstance(frames, Tensor) and frames.is_floating_point():  # a cached latent
+            c, t, h, w = frames.shape
+        else:
+            c, t, h, w = self.vae.latent_shape(*frames.shape[:3])
         pt, ph, pw = unwrap(self.module).dit.config.patch_size
         return (t // pt) * (h // ph) * (w // pw)
 
@@ -501,7 +527,8 @@ class Trainer:
         plot_metrics(self.run_dir / "metrics.jsonl", self.run_dir / "loss.png")
 
     def preview(self) -> None:
-        if self.d.main and self.vae is not None and self.cfg.preview_prompts:
+        # One rank samples alone, so previews need unsharded weights: single-process runs only.
+        if self.d.world == 1 and self.vae is not None and self.cfg.preview_prompts:
             from .pipeline import preview_gif
             core = unwrap(self.module)
             preview_gif(core.dit, self.vae, core.text_encoder, self.recipe, self.cfg.preview_prompts,

@@ -1,0 +1,481 @@
+"""Text-to-video generation: prompts -> packed noise -> DiT denoising -> VAE decode -> uint8 frames.
+
+`TextToVideoPipeline(vae, dit, text_encoder, diffusion)(prompt, ...) -> VideoOutput`.
+
+A pipeline directory (written by `save_pretrained` and by the trainer as `RUN_DIR/final/`):
+
+    DIR/dit/           config.json + model.safetensors  (`DiT.from_pretrained`)
+    DIR/vae/           config.json + model.safetensors  (`vae_adapters.load_vae`)
+    DIR/text_encoder/  config.json + model.safetensors  (`text.load_text_encoder`)
+    DIR/pipeline.json  written last, so its presence marks a complete directory:
+        {
+          "format": "zoetrope-pipeline", # optional marker
+          "version": 1,                  # optional; a newer version than this code is refused
+          "diffusion": {...},            # required: `DiffusionConfig` fields (objective, sampler,
+                                         #   num_inference_steps, guidance_scale, shift_base_tokens)
+          "fps": 8,                      # required: frame rate of the written videos
+          "default_size": [17, 64, 64],  # required: [frames, height, width] when none is given
+          "sizes": [[17, 64, 64], ...],  # optional: sizes seen in training (informational, default
+                                         #   [default_size]); any size the models take is accepted
+          "negative_prompt": "",         # optional: the default unconditional prompt
+          ...                            # other keys are kept in `metadata` and written back
+        }
+
+Conventions:
+- Sizes are pixel (frames, height, width). The VAE's `latent_shape` turns them into latent
+  (C, t, h, w) (and names the nearest valid sizes when it cannot); the latent grid must also divide
+  by the DiT patch size, checked here with an error naming the nearest valid pixel sizes.
+- Several prompts (of one size or, through `sizes`, of several) are one packed sequence.
+- Noise is drawn per sample, in prompt order, from a CPU `torch.Generator`, then moved: a seed gives
+  the same video on every device, and prompt 0 of a batch is the video its seed gives alone.
+- Classifier-free guidance (Ho and Salimans, arXiv 2207.12598): the unconditional branch encodes
+  the negative prompt (default ""), and both branches run as ONE packed DiT call over the batch
+  concatenated with itself. guidance_scale = 1 runs the conditional branch only.
+- Rectified flow samples with Euler and the SD3 time shift sqrt(tokens / shift_base_tokens) of each
+  sample's DiT token count (`diffusion.resolution_shift`); DDPM models use DDIM or ancestral DDPM.
+- `first_frame` (image-to-video): the image is encoded by the VAE and its latent frame is fed clean,
+  with t = 0, through the samplers' keep-mask (the causal VAE's latent frame 0 is pixel frame 0).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .config import ConfigError, DiffusionConfig, from_dict, to_dict
+from .data.video import SUPPORTED_WRITE, VideoError, resize_crop, write_video
+from .diffusion import (DDPMSchedule, ModelFn, classifier_free_guidance, flow_timesteps,
+                        resolution_shift, sample_ddim, sample_ddpm, sample_euler, time_shift)
+from .dit import DiT
+from .patches import Packed, concat, pack, unpack
+from .weights import WeightsError
+
+PIPELINE_FILE = "pipeline.json"
+FORMAT_VERSION = 1
+BUNDLED_MODEL = Path(__file__).parent / "assets" / "shapes-demo"  # shipped with the package
+SAMPLERS = {"flow": ("euler",), "ddpm": ("ddim", "ddpm")}  # objective -> samplers that fit it
+
+Size = tuple[int, int, int]  # (frames, height, width) in pixels
+Shape = tuple[int, int, int, int]  # latent (C, t, h, w)
+
+
+@dataclass
+class VideoOutput:
+    """Generated videos: uint8 (B, T, H, W, 3) frames, or a list of (T, H, W, 3) if sizes differ."""
+
+    frames: np.ndarray | list[np.ndarray]
+    fps: float
+    seed: int | None = None  # the seed the noise came from (None when a generator was passed)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: text, denoise, decode, total
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def save(self, path: str | Path) -> list[Path]:
+        """Write with `write_video`: one video -> `path`; B > 1 -> `name_0.ext`, `name_1.ext`..."""
+        path = Path(path)
+        if path.suffix.lower() not in SUPPORTED_WRITE:  # before any file is written
+            raise VideoError(f"cannot write {str(path)!r}: unsupported extension "
+                             f"{path.suffix or '(none)'!r}; "
+                             f"supported: {', '.join(SUPPORTED_WRITE)}")
+        if len(self.frames) == 1:
+            return [write_video(path, self.frames[0], self.fps)]
+        return [write_video(path.with_name(f"{path.stem}_{i}{path.suffix}"), video, self.fps)
+                for i, video in enumerate(self.frames)]
+
+
+class TextToVideoPipeline:
+    """VAE + packed DiT + text encoder + diffusion settings; call it with prompts to get videos."""
+
+    def __init__(self, vae: nn.Module, dit: DiT, text_encoder: nn.Module,
+                 diffusion: DiffusionConfig, fps: float = 8.0,
+                 default_size: Sequence[int] = (17, 64, 64),
+                 sizes: Sequence[Sequence[int]] | None = None, negative_prompt: str = "",
+                 metadata: dict | None = None):
+        self.vae, self.dit, self.text_encoder = vae.eval(), dit.eval(), text_encoder.eval()
+        self.diffusion = diffusion
+        self.fps = float(fps)
+        self.default_size: Size = tuple(int(s) for s in default_size)  # type: ignore[assignment]
+        self.sizes = [tuple(int(s) for s in size) for size in (sizes or [self.default_size])]
+        self.negative_prompt = negative_prompt
+        self.metadata = dict(metadata or {})
+        self._check_components()
+
+    def _check_components(self) -> None:
+        """Fail early, in one line, when the parts cannot work together."""
+        channels = self.latent_shape(self.default_size)[0]
+        if self.dit.config.in_channels != channels:
+            raise ValueError(f"the DiT takes {self.dit.config.in_channels} latent channels but the "
+                             f"VAE makes {channels}")
+        if self.dit.config.text_dim != self.text_encoder.dim:
+            raise ValueError(f"the DiT takes text of width {self.dit.config.text_dim} but the text "
+                             f"encoder makes {self.text_encoder.dim}")
+        d = self.diffusion
+        fitting = SAMPLERS.get(d.objective)
+        if fitting is None:
+            raise ValueError(f"unknown objective {d.objective!r}; known: {', '.join(SAMPLERS)}")
+        if d.sampler not in fitting:
+            raise ValueError(f"sampler {d.sampler!r} does not fit objective {d.objective!r}; "
+                             f"use one of {', '.join(fitting)}")
+        if self.fps <= 0:
+            raise ValueError(f"fps must be positive, got {self.fps}")
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.dit.parameters()).device
+
+    def to(self, device: torch.device | str) -> TextToVideoPipeline:
+        """Move all three models to `device` (in place); returns the pipeline."""
+        for model in (self.vae, self.dit, self.text_encoder):
+            model.to(device)
+        return self
+
+    # -- weights ------------------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> TextToVideoPipeline:
+        """Load a pipeline directory (see the module docstring for its layout)."""
+        from .text import load_text_encoder
+        from .vae_adapters import load_vae
+
+        directory = Path(directory)
+        settings = read_pipeline_json(directory)
+        return cls(load_vae(directory / "vae"), DiT.from_pretrained(directory / "dit"),
+                   load_text_encoder(directory / "text_encoder"), **settings)
+
+    @classmethod
+    def from_configs(cls, vae, dit, text, diffusion: DiffusionConfig | None = None,
+                     **settings) -> TextToVideoPipeline:
+        """A pipeline of freshly initialised models from a VAEConfig, DiTConfig and TextConfig."""
+        from .text import build_text_encoder
+        from .vae import CausalVAE
+
+        return cls(CausalVAE(vae), DiT(dit), build_text_encoder(text),
+                   diffusion or DiffusionConfig(), **settings)
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write the three components, then pipeline.json (last: it marks a complete directory)."""
+        if not hasattr(self.vae, "save_pretrained"):  # diffusers adapters keep weights at source
+            raise ValueError(f"a {type(self.vae).__name__} cannot be saved in a pipeline directory")
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.dit.save_pretrained(directory / "dit")
+        self.vae.save_pretrained(directory / "vae")
+        self.text_encoder.save_pretrained(directory / "text_encoder")
+        data = {**self.metadata, "format": "zoetrope-pipeline", "version": FORMAT_VERSION,
+                "diffusion": to_dict(self.diffusion), "fps": self.fps,
+                "default_size": list(self.default_size), "sizes": [list(s) for s in self.sizes],
+                "negative_prompt": self.negative_prompt}
+        tmp = directory / (PIPELINE_FILE + ".tmp")
+        tmp.write_text(json.dumps(data, indent=2))
+        tmp.replace(directory / PIPELINE_FILE)
+
+    # -- sizes ----------------------------------------------------------------------------------
+
+    def latent_shape(self, size: Size) -> Shape:
+        """Pixel (frames, height, width) -> latent (C, t, h, w) fit for the VAE and DiT patches."""
+        frames, height, width = size
+        shape = self.vae.latent_shape(frames, height, width)  # VAEShapeError names nearest sizes
+        for axis, (name, value) in enumerate(zip(("num_frames", "height", "width"), size)):
+            p = self.dit.config.patch_size[axis]
+            if shape[1 + axis] % p:
+                low, high = self._nearest_valid(size, axis)
+                near = " or ".join(str(v) for v in (low, high) if v is not None)
+                raise ValueError(f"{name}={value} gives a latent {'thw'[axis]}={shape[1 + axis]}, "
+                                 f"not divisible by the DiT patch size {p}; nearest valid: {near}")
+        return shape
+
+    def _nearest_valid(self, size: Size, axis: int, limit: int = 4096
+                       ) -> tuple[int | None, int | None]:
+        """Closest values below and above size[axis] that the VAE and the patch size both take."""
+        def ok(value: int) -> bool:
+            trial = list(size)
+            trial[axis] = value
+            try:
+                shape = self.vae.latent_shape(*trial)
+            except ValueError:
+                return False
+            return shape[1 + axis] % self.dit.config.patch_size[axis] == 0
+
+        value = size[axis]
+        low = next((v for v in range(value - 1, 0, -1) if ok(v)), None)
+        high = next((v for v in range(value + 1, value + limit) if ok(v)), None)
+        return low, high
+
+    def prepare_sizes(self, count: int, num_frames: int | None, height: int | None,
+                      width: int | None, sizes: Sequence[Sequence[int]] | None) -> list[Size]:
+        """One pixel size per prompt: `sizes`, or the given dims with the rest from default_size."""
+        if sizes is not None:
+            if any(v is not None for v in (num_frames, height, width)):
+                raise ValueError("pass either sizes or num_frames/height/width, not both")
+            if len(sizes) != count:
+                raise ValueError(f"sizes has {len(sizes)} entries for {count} prompts")
+            out = [tuple(int(v) for v in s) for s in sizes]
+            if any(len(s) != 3 for s in out):
+                raise ValueError("each entry of sizes must be (frames, height, width)")
+            return out  # type: ignore[return-value]
+        given = (num_frames, height, width)
+        return [tuple(d if v is None else int(v) for v, d in zip(given, self.default_size))] * count
+
+    # -- generation -----------------------------------------------------------------------------
+
+    def __call__(self, prompt: str | list[str], negative_prompt: str | list[str] | None = None,
+                 num_frames: int | None = None, height: int | None = None, width: int | None = None,
+                 num_inference_steps: int | None = None, guidance_scale: float | None = None,
+                 seed: int | None = None, generator: torch.Generator | None = None,
+                 sizes: Sequence[Sequence[int]] | None = None, progress: bool = True,
+                 first_frame: np.ndarray | list[np.ndarray] | None = None) -> VideoOutput:
+        """Generate one video per prompt; see the module docstring for sizes, seeds and guidance."""
+        prompts = _as_prompts(prompt)
+        pixel_sizes = self.prepare_sizes(len(prompts), num_frames, height, width, sizes)
+        shapes = [self.latent_shape(s) for s in pixel_sizes]
+        steps = num_inference_steps
+        if steps is None:
+            steps = self.diffusion.num_inference_steps
+        if steps < 1:
+            raise ValueError(f"num_inference_steps must be at least 1, got {steps}")
+        scale = self.diffusion.guidance_scale if guidance_scale is None else float(guidance_scale)
+        negatives = self._negatives(negative_prompt, len(prompts)) if scale != 1 else []
+        generator, seed = _generator(seed, generator)
+        seconds: dict[str, float] = {}
+        with torch.inference_mode():
+            with _timed(seconds, "text", self.device):
+                text, mask = self.encode_text(prompts + negatives)
+            with _timed(seconds, "denoise", self.device):
+                packed, keep = self.prepare_latents(shapes, generator, first_frame, pixel_sizes)
+                tokens = self.denoise(packed, keep, text, mask, steps, scale, generator, progress)
+            with _timed(seconds, "decode", self.device):
+                videos = self.decode(packed.with_tokens(tokens))
+        seconds["total"] = sum(seconds.values())
+        same = len({v.shape for v in videos}) == 1
+        return VideoOutput(np.stack(videos) if same else videos, self.fps, seed, seconds)
+
+    def _negatives(self, negative_prompt: str | list[str] | None, count: int) -> list[str]:
+        """One unconditional prompt per prompt (default: the pipeline's negative_prompt)."""
+        if negative_prompt is None:
+            negative_prompt = self.negative_prompt
+        if isinstance(negative_prompt, str):
+            return [negative_prompt] * count
+        if len(negative_prompt) != count:
+            raise ValueError(f"negative_prompt has {len(negative_prompt)} entries "
+                             f"for {count} prompts")
+        return list(negative_prompt)
+
+    def encode_text(self, prompts: list[str]) -> tuple[Tensor, Tensor]:
+        """Prompts -> text tokens (B, L, Dtxt) and mask (B, L) on the pipeline's device."""
+        text, mask = self.text_encoder(prompts)
+        return text.to(self.device), mask.to(self.device)
+
+    def prepare_latents(self, shapes: list[Shape], generator: torch.Generator,
+                        first_frame: np.ndarray | list[np.ndarray] | None = None,
+                        pixel_sizes: list[Size] | None = None) -> tuple[Packed, Tensor | None]:
+        """Packed noise (CPU-drawn, sample by sample) and the keep-mask of clean given tokens."""
+        noise = [torch.randn(shape, generator=generator) for shape in shapes]  # (C, t, h, w) each
+        packed = pack(noise, self.dit.config.patch_size).to(self.device)
+        if first_frame is None:
+            return packed, None
+        clean = self._first_frame_latents(first_frame, shapes, pixel_sizes or [])
+        keep = packed.positions[:, 0] == 0  # tokens of latent frame 0 (temporal patch size 1)
+        tokens = pack(clean, self.dit.config.patch_size).tokens.to(self.device)
+        return packed.with_tokens(torch.where(keep[:, None], tokens, packed.tokens)), keep
+
+    def _first_frame_latents(self, first_frame: np.ndarray | list[np.ndarray], shapes: list[Shape],
+                             pixel_sizes: list[Size]) -> list[Tensor]:
+        """Latents (C, t, h, w) holding each encoded first frame in latent frame 0 (zeros after)."""
+        several = isinstance(first_frame, (list, tuple))
+        images = list(first_frame) if several else [first_frame] * len(shapes)
+        if len(images) != len(shapes):
+            raise ValueError(f"first_frame has {len(images)} images for {len(shapes)} prompts")
+        if self.dit.config.patch_size[0] != 1:
+            raise ValueError("first_frame needs a DiT with temporal patch size 1")
+        out = []
+        for image, shape, (_, height, width) in zip(images, shapes, pixel_sizes):
+            if shape[1] < 2:
+                raise ValueError("first_frame with num_frames=1 leaves nothing to generate")
+            pixels = _image_to_pixels(image, height, width).to(self.device)  # (1, 3, 1, H, W)
+            latent = torch.zeros(shape, device=self.device)
+            latent[:, :1] = self.vae.encode_latent(pixels)[0]  # (C, 1, h, w)
+            out.append(latent)
+        return out
+
+    def denoise(self, packed: Packed, keep: Tensor | None, text: Tensor, mask: Tensor, steps: int,
+                scale: float, generator: torch.Generator, progress: bool = True) -> Tensor:
+        """Run the configured sampler from the packed noise; returns clean tokens (N, D)."""
+        model_fn = self._model_fn(packed, text, mask, scale)
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=steps, desc="denoising", unit="step", disable=not progress, leave=False,
+                   file=sys.stderr)
+        hook = lambda done, total: bar.update(done - bar.n)  # noqa: E731
+        d, x = self.diffusion, packed.tokens
+        try:
+            if d.sampler == "euler":
+                shifts = [resolution_shift(n, d.shift_base_tokens) for n in packed.lengths]
+                if len(set(shifts)) == 1:
+                    return sample_euler(model_fn, x, steps, shift=shifts[0], keep=keep,
+                                        progress=hook)
+                token_shift = torch.tensor(shifts)[packed.sample_ids.cpu()]  # (N,)
+                shifted = per_token_shift(model_fn, token_shift, steps)
+                return sample_euler(shifted, x, steps, keep=keep, progress=hook)
+            schedule = DDPMSchedule.from_config(d)
+            if d.sampler == "ddim":
+                return sample_ddim(model_fn, x, schedule, steps, eta=d.eta,
+                                   spacing=d.timestep_spacing, keep=keep, generator=generator,
+                                   progress=hook)
+            return sample_ddpm(model_fn, x, schedule, steps, spacing=d.timestep_spacing, keep=keep,
+                               generator=generator, progress=hook)
+        finally:
+            bar.close()
+
+    def _model_fn(self, packed: Packed, text: Tensor, mask: Tensor, scale: float) -> ModelFn:
+        """The DiT as model_fn(x, t); with guidance, conditional and unconditional in one call."""
+        if scale == 1:
+            return lambda x, t: self.dit(packed.with_tokens(x), t, text, mask)
+        double = concat([packed, packed])  # samples B.. 2B-1 read text rows B.. 2B-1: the negatives
+        return classifier_free_guidance(
+            lambda x, t: self.dit(double.with_tokens(x), t, text, mask), scale)
+
+    def decode(self, packed: Packed) -> list[np.ndarray]:
+        """Clean packed tokens -> a uint8 (T, H, W, 3) video per sample (equal sizes batched)."""
+        latents = unpack(packed.tokens, packed)  # B x (C, t, h, w)
+        videos: list[np.ndarray | None] = [None] * len(latents)
+        for shape in dict.fromkeys(packed.shapes):
+            index = [i for i, s in enumerate(packed.shapes) if s == shape]
+            batch = torch.stack([latents[i] for i in index])  # (b, C, t, h, w)
+            pixels = self.vae.decode_latent(batch)  # (b, 3, T, H, W)
+            for i, video in zip(index, to_uint8(pixels)):
+                videos[i] = video
+        return videos  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------
+
+
+def preview_gif(dit: DiT, vae: nn.Module, text_encoder: nn.Module, recipe, prompts: list[str],
+                path: str | Path, seed: int = 0) -> Path:
+    """Training preview: `prompts` side by side in one GIF, the recipe's first size, fixed seed."""
+    models = (dit, vae, text_encoder)
+    modes = [m.training for m in models]
+    try:
+        pipe = TextToVideoPipeline(vae, dit, text_encoder, recipe.diffusion, fps=recipe.data.fps,
+                                   default_size=recipe.data.sizes[0])
+        frames = pipe(prompts, seed=seed, progress=False).frames  # (B, T, H, W, 3)
+    finally:
+        for model, mode in zip(models, modes):
+            model.train(mode)
+    strip = np.concatenate(list(frames), axis=2)  # (T, H, B * W, 3)
+    return write_video(path, strip, recipe.data.fps)
+
+
+def read_pipeline_json(directory: Path) -> dict:
+    """pipeline.json -> constructor settings, with one-line errors for missing or bad content."""
+    if not directory.is_dir():
+        raise WeightsError(f"no pipeline directory at {str(directory)!r}")
+    path = directory / PIPELINE_FILE
+    if not path.is_file():
+        raise WeightsError(f"{str(directory)!r} is not a pipeline directory: no {PIPELINE_FILE}")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise WeightsError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise WeightsError(f"{path} must hold a JSON object")
+    missing = [k for k in ("diffusion", "fps", "default_size") if k not in data]
+    if missing:
+        raise WeightsError(f"{path} lacks {', '.join(missing)}")
+    if data.get("version", FORMAT_VERSION) > FORMAT_VERSION:
+        raise WeightsError(f"{path} has version {data['version']}; "
+                           f"this zoetrope reads up to {FORMAT_VERSION}")
+    try:
+        diffusion = from_dict(DiffusionConfig, data.pop("diffusion"), "diffusion")
+    except ConfigError as e:
+        raise WeightsError(f"{path}: {e}") from None
+    names = ("fps", "default_size", "sizes", "negative_prompt")
+    settings = {k: data.pop(k) for k in names if k in data}
+    data.pop("format", None), data.pop("version", None)
+    return {"diffusion": diffusion, **settings, "metadata": data}
+
+
+def per_token_shift(model_fn: ModelFn, shift: Tensor, steps: int) -> ModelFn:
+    """Make `sample_euler(shift=1)` step every token on its own shifted time grid (mixed sizes).
+
+    sample_euler(shift=1) visits u_k = 1 - k / steps; token j should visit
+    t_k = time_shift(u_k, s_j). Showing the model t_k and scaling its velocity by
+    (t_{k+1} - t_k) / (u_{k+1} - u_k) turns sample_euler's update x + (u_{k+1} - u_k) v into each
+    token's own Euler step x + (t_{k+1} - t_k) v.
+    """
+    grid = flow_timesteps(steps).tolist()  # 1 -> 0, float64 values
+    shift = shift.double()  # (N,) on the CPU
+
+    def shifted(x: Tensor, u: Tensor) -> Tensor:
+        k = round((1 - float(u.max())) * steps)  # kept tokens sit at u = 0; the others at u_k
+        t_now, t_next = time_shift(grid[k], shift), time_shift(grid[k + 1], shift)  # (N,)
+        rate = ((t_next - t_now) / (grid[k + 1] - grid[k])).to(x.device, x.dtype)[:, None]
+        t = torch.where(u > 0, t_now.to(u.device, u.dtype), u)
+        return model_fn(x, t)[:, : x.shape[1]] * rate
+
+    return shifted
+
+
+def to_uint8(pixels: Tensor) -> list[np.ndarray]:
+    """Pixels (B, 3, T, H, W) in [-1, 1] (clamped) -> B uint8 arrays (T, H, W, 3)."""
+    frames = ((pixels.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return list(frames.permute(0, 2, 3, 4, 1).cpu().numpy())
+
+
+def _image_to_pixels(image: np.ndarray, height: int, width: int) -> Tensor:
+    """uint8 (H, W, 3) image -> (1, 3, 1, height, width) in [-1, 1], resized and centre-cropped."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
+        raise ValueError(f"first_frame must be uint8 (H, W, 3), "
+                         f"got {image.dtype} {tuple(image.shape)}")
+    image = resize_crop(image[None], height, width)[0]
+    pixels = torch.from_numpy(np.ascontiguousarray(image)).float() / 127.5 - 1  # (H, W, 3)
+    return pixels.permute(2, 0, 1)[None, :, None]
+
+
+def _as_prompts(prompt: str | list[str]) -> list[str]:
+    """A prompt or a list of prompts -> a non-empty list of non-empty strings."""
+    prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+    bad = [p for p in prompts if not isinstance(p, str) or not p.strip()]
+    if bad or not prompts:
+        raise ValueError(f"empty prompt {bad[0] if bad else []!r}; describe the video to generate")
+    return prompts
+
+
+def _generator(seed: int | None, generator: torch.Generator | None
+               ) -> tuple[torch.Generator, int | None]:
+    """The CPU generator noise comes from, and the seed it started from (None if passed in)."""
+    if generator is not None:
+        if seed is not None:
+            raise ValueError("pass seed or generator, not both")
+        if generator.device.type != "cpu":
+            raise ValueError("generator must be a CPU torch.Generator (noise is drawn on the CPU)")
+        return generator, None
+    generator = torch.Generator()
+    if seed is None:
+        seed = generator.seed()  # fresh randomness, reported so the video can be made again
+    else:
+        generator.manual_seed(seed)
+    return generator, seed
+
+
+@contextmanager
+def _timed(seconds: dict[str, float], name: str, device: torch.device) -> Iterator[None]:
+    """Record the wall-clock seconds of a phase in `seconds[name]` (synchronising CUDA first)."""
+    start = time.perf_counter()
+    yield
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds[name] = time.perf_counter() - start
