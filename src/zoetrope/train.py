@@ -118,7 +118,8 @@ def build_dataset(recipe: Recipe):
         if recipe.train.vae_path:  # latents only mean something to the VAE that made them
             from .weights import read_config
             saved = read_config(recipe.train.vae_path)
-            diff = [k for k, v in cache.vae_config.items() if k in saved and saved[k] != v]
+            ours = saved.get("class") == cache.vae_config.get("class")  # adapters: diffusers' own
+            diff = [k for k, v in cache.vae_config.items() if ours and k in saved and saved[k] != v]
             if diff:
                 raise ConfigError(f"latent cache {data.path} was encoded with another VAE than "
                                   f"train.vae_path (differs in {', '.join(diff[:4])})")

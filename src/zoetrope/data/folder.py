@@ -12,6 +12,10 @@ frames), is skipped with a warning naming it and recorded in `dataset.skipped` a
 
 Items are (frames uint8 torch (T, H, W, 3), caption). With `num_frames`, a clip shorter than that
 is padded by holding its last frame, so every item has exactly `num_frames` frames.
+
+`IndexedFolder` is the training view of a caption folder: `sample(index)` for any index >= 0,
+deterministic per index (clip order, size and start time all derive from (seed, index)), so
+resumed and multi-process runs read exactly the same data as one uninterrupted process.
 """
 
 from __future__ import annotations
@@ -129,3 +133,87 @@ class CaptionFolder(Dataset):
                 bad.add(str(item.path))
         raise VideoError(f"no clip in {str(self.root)!r} could be decoded "
                          f"({len(self.skipped)} skipped)")
+
+
+# A third seed word keeps the per-epoch permutation streams apart from the per-index streams.
+_PERMUTATION_STREAM = 1
+
+
+class IndexedFolder:
+    """A caption folder as an index-addressable training stream of variable-size clips.
+
+    Sample `index` is clip `permutation(epoch)[index % len]` with epoch = index // len, so every
+    epoch visits every clip once in a seeded order. Its (frames, height, width) is drawn from
+    `sizes` and its start time uniformly from the part of the clip where that many frames fit,
+    both from a generator seeded with (seed, index). Frames are read at `fps` (None: the clip's
+    own rate), resized and centre-cropped to the size, and padded by holding the last frame when
+    the clip is too short. A clip that fails to decode is replaced by the next clip of the same
+    permutation; it is retried on every request (never remembered as bad), so what an index
+    returns does not depend on which indices were read before it.
+    """
+
+    def __init__(self, root: str | Path, sizes: list[tuple[int, int, int]] | None = None,
+                 fps: float | None = None, seed: int = 0) -> None:
+        self.folder = CaptionFolder(root)
+        self.root = self.folder.root
+        self.sizes = [tuple(int(v) for v in s) for s in (sizes or [(17, 64, 64)])]
+        for s in self.sizes:
+            if len(s) != 3 or min(s) < 1:
+                raise ValueError(f"sizes must be positive (frames, height, width) triples, got {s}")
+        if fps is not None and fps <= 0:
+            raise ValueError(f"fps must be > 0 (or None for each clip's own rate), got {fps}")
+        self.fps, self.seed = fps, seed
+        self._permutation: tuple[int, np.ndarray] | None = None  # (epoch, order) of the last epoch
+
+    @property
+    def skipped(self) -> list[tuple[str, str]]:
+        """(path, reason) of every file skipped so far."""
+        return self.folder.skipped
+
+    def __len__(self) -> int:
+        return len(self.folder)
+
+    def _order(self, epoch: int) -> np.ndarray:
+        """The seeded clip order of `epoch` (the last one is kept: indices mostly ascend)."""
+        if self._permutation is None or self._permutation[0] != epoch:
+            rng = np.random.default_rng([self.seed, epoch, _PERMUTATION_STREAM])
+            self._permutation = (epoch, rng.permutation(len(self)))
+        return self._permutation[1]
+
+    def clip_index(self, index: int) -> int:
+        """Which clip of the folder sample `index` reads (unless that clip fails to decode)."""
+        if index < 0:
+            raise IndexError(f"sample index must be >= 0, got {index}")
+        epoch, position = divmod(index, len(self))
+        return int(self._order(epoch)[position])
+
+    def sample(self, index: int) -> tuple[torch.Tensor, str]:
+        """Sample `index` (deterministic): (frames uint8 (T, H, W, 3), caption)."""
+        if index < 0:
+            raise IndexError(f"sample index must be >= 0, got {index}")
+        rng = np.random.default_rng([self.seed, index])
+        frames, height, width = self.sizes[rng.integers(len(self.sizes))]
+        offset = rng.uniform()  # where in the clip's free time the sample starts, in [0, 1)
+        epoch, position = divmod(index, len(self))
+        order = self._order(epoch)
+        for step in range(len(self)):
+            item = self.folder.items[int(order[(position + step) % len(self)])]
+            try:
+                return self._read(item, frames, height, width, offset)
+            except VideoError as e:
+                if str(item.path) not in {path for path, _ in self.skipped}:
+                    self.folder._skip(item.path, str(e))
+        raise VideoError(f"no clip in {str(self.root)!r} could be decoded "
+                         f"({len(self.skipped)} skipped)")
+
+    def _read(self, item: FolderItem, frames: int, height: int, width: int,
+              offset: float) -> tuple[torch.Tensor, str]:
+        """`frames` frames of `item` at (height, width), starting `offset` into its free time."""
+        fps = self.fps or item.fps
+        duration = item.frames / item.fps if item.frames else 0.0  # 0: length unknown
+        start = offset * max(0.0, duration - frames / fps)  # the last frame is shown for 1 / fps
+        clip, _ = read_video(item.path, num_frames=frames, fps=self.fps, start=start,
+                             size=(height, width))
+        if len(clip) < frames:
+            clip = np.concatenate([clip, np.repeat(clip[-1:], frames - len(clip), axis=0)])
+        return torch.from_numpy(clip), item.caption

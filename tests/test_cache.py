@@ -1,0 +1,179 @@
+"""Latent caches: exact read-back, resume after an interruption, refusals, the CLI, DiT training."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from zoetrope.cli import main
+from zoetrope.config import ConfigError, load_recipe
+from zoetrope.data import cache as cache_module
+from zoetrope.data.cache import CacheError, LatentCache, encode_dataset
+from zoetrope.data.shapes import ShapesWorld
+from zoetrope.text import build_text_encoder
+from zoetrope.train import build_dataset, to_video, train
+from zoetrope.vae import CausalVAE
+
+TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny.toml"
+SIZES = [(5, 32, 32), (1, 32, 48)]  # the tiny recipe's sizes; seed 3 mixes both in 7 samples
+
+
+@pytest.fixture(scope="module")
+def vae_dir(tmp_path_factory):
+    """A random VAE with the tiny recipe's [vae] config, so tiny DiT runs can load it."""
+    torch.manual_seed(0)
+    directory = tmp_path_factory.mktemp("vae")
+    CausalVAE(load_recipe(TINY).vae).save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture
+def vae(vae_dir):
+    return CausalVAE.from_pretrained(vae_dir)
+
+
+def world() -> ShapesWorld:
+    return ShapesWorld(sizes=SIZES, seed=3)
+
+
+def encode(vae, out, count=7, **kwargs):
+    # Shards of 3 and batches of 2: full batches, leftovers and a short last shard all happen.
+    return encode_dataset(kwargs.pop("dataset", None) or world(), vae, out, count, batch_size=2,
+                          shard_size=3, progress=False, **kwargs)
+
+
+def test_cache_reads_back_what_the_vae_encodes(vae, tmp_path, monkeypatch):
+    batches, encode_latent = [], vae.encode_latent
+    monkeypatch.setattr(vae, "encode_latent",
+                        lambda video: (batches.append(tuple(video.shape)), encode_latent(video))[1])
+    encode(vae, tmp_path)
+    # Sizes: shard 0 holds three 1x32x48 clips, shards 1 and 2 four 5x32x32 ones; batches of 2.
+    assert [b[0] for b in batches] == [2, 1, 2, 1, 1] and batches[0][2:] == (1, 32, 48)
+    cache = LatentCache(tmp_path)
+    assert len(cache) == 7 and cache.is_latent and cache.latent_channels == 4
+    assert sorted(cache.sizes) == sorted(SIZES)
+    source = world()
+    for i in range(7):
+        frames, caption = source.sample(i)
+        with torch.no_grad():
+            expected = vae.encode_latent(to_video(frames))[0]  # one clip at a time
+        latent, cached_caption = cache.sample(i)
+        assert cached_caption == caption
+        assert latent.dtype == torch.float32
+        assert latent.shape == expected.shape == vae.latent_shape(*frames.shape[:3])
+        torch.testing.assert_close(latent, expected, atol=1e-5, rtol=1e-5)
+    assert torch.equal(cache.sample(7 + 5)[0], cache.sample(5)[0])  # indices wrap around
+    assert not list(tmp_path.glob(".*"))  # no temporary files left behind
+
+
+def test_text_embeddings_are_stored_per_sample(vae, tmp_path):
+    encoder = build_text_encoder(load_recipe(TINY).text).eval()
+    # Seed 2: samples 0 and 2 share a batch and their captions differ in length (padding).
+    two = ShapesWorld(sizes=SIZES, seed=2, two_objects=True)
+    encode(vae, tmp_path, count=4, text_encoder=encoder, dtype="bfloat16", dataset=two)
+    cache = LatentCache(tmp_path)
+    for i in range(4):
+        latent, caption = cache.sample(i)
+        tokens, mask = cache.text(i)
+        with torch.no_grad():
+            expected, expected_mask = encoder([caption])  # alone: no padding from a batch
+        assert latent.dtype == torch.float32 and mask.dtype == torch.bool
+        assert torch.equal(mask, expected_mask[0])
+        torch.testing.assert_close(tokens, expected[0], atol=2e-2, rtol=2e-2)  # stored as bf16
+
+
+def test_interrupted_encode_resumes_to_the_same_cache(vae, tmp_path, monkeypatch):
+    encode(vae, tmp_path / "reference", count=9)
+    write_shard = cache_module._write_shard
+
+    def crash_after_first_shard(out, shard, tensors, meta):
+        if shard > 0:
+            raise KeyboardInterrupt  # as if the user pressed Ctrl-C while shard 1 was written
+        write_shard(out, shard, tensors, meta)
+
+    with monkeypatch.context() as m:
+        m.setattr(cache_module, "_write_shard", crash_after_first_shard)
+        with pytest.raises(KeyboardInterrupt):
+            encode(vae, tmp_path / "run")
+    with pytest.raises(CacheError, match="incomplete; rerun"):
+        LatentCache(tmp_path / "run")
+
+    source, read = world(), []
+    sample = source.sample
+    monkeypatch.setattr(source, "sample", lambda i: (read.append(i), sample(i))[1])
+    encode(vae, tmp_path / "run", dataset=source)
+    assert read == [3, 4, 5, 6]  # shard 0 was kept, not encoded again
+    read.clear()
+    encode(vae, tmp_path / "run", count=9, dataset=source)  # a larger count extends the cache
+    assert read == [6, 7, 8]  # only the last shard, which was short, is redone
+
+    run, reference = LatentCache(tmp_path / "run"), LatentCache(tmp_path / "reference")
+    assert len(run) == len(reference) == 9
+    for i in range(9):
+        (a, caption_a), (b, caption_b) = run.sample(i), reference.sample(i)
+        assert caption_a == caption_b and torch.equal(a, b)
+    assert not list((tmp_path / "run").glob(".*"))
+
+
+def test_a_cache_made_differently_is_refused(vae, vae_dir, tmp_path):
+    encode(vae, tmp_path, count=2)
+    other = CausalVAE.from_pretrained(vae_dir)
+    other.config.scaling_std = 2.0
+    with pytest.raises(CacheError, match=r"another VAE \(differs in scaling_std\)"):
+        encode(other, tmp_path, count=2)
+    with pytest.raises(CacheError, match=r"another dataset \(differs in seed\)"):
+        encode(vae, tmp_path, count=2, dataset=ShapesWorld(sizes=SIZES, seed=4))
+    assert json.loads((tmp_path / "cache.json").read_text())["vae"]["scaling_std"] == 1.0
+    assert len(LatentCache(tmp_path)) == 2  # the refusals left the cache as it was
+    with pytest.raises(CacheError, match="no latent cache"):
+        LatentCache(tmp_path / "missing")
+
+
+def test_cli_encode(vae_dir, tmp_path, capsys):
+    out = tmp_path / "cache"
+    argv = ["encode", "shapes", "--out", str(out), "--vae", str(vae_dir), "--count", "6",
+            "--size", "5x32x32"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert str(out) in captured.out and "6/6" in captured.err  # where it went; the progress bar
+    cache = LatentCache(out)
+    assert len(cache) == 6 and all(cache.sample(i)[0].shape == (4, 2, 8, 8) for i in range(6))
+    assert cache.sample(4)[1] == ShapesWorld(sizes=[(5, 32, 32)]).sample(4)[1]
+    assert main(argv + ["--quiet"]) == 0  # a finished cache: the rerun only checks it
+
+    for extra, message in [(["--size", "6x32x32"], "6x32x32: num_frames=6 is not 1 + 4k"),
+                           (["--size", "5x30x32"], "height=30 is not a multiple of 4"),
+                           (["--size", "5x32"], "FRAMESxHEIGHTxWIDTH"),
+                           (["--vae", str(tmp_path / "nope")], "is not a directory"),
+                           (["--count", "0"], "--count must be at least 1")]:
+        assert main(argv + extra) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("zoetrope encode: error:") and err.count("\n") == 1, err
+        assert message in err, err
+    assert main(["encode", "shape", "--out", str(out), "--vae", str(vae_dir)]) == 2
+    assert "DATASET must be shapes, mnist or a caption folder" in capsys.readouterr().err
+
+
+def test_dit_trains_on_a_cache_without_the_vae_encoder(vae_dir, vae, tmp_path, monkeypatch):
+    encode_dataset(ShapesWorld(sizes=SIZES, seed=0), vae, tmp_path / "cache", 8, progress=False)
+    overrides = ["--train.model=dit", f"--train.vae_path={vae_dir}", "--data.dataset=cache",
+                 f"--data.path={tmp_path / 'cache'}", "--train.steps=2"]
+
+    def no_encoding(*args, **kwargs):
+        raise AssertionError("the VAE encoder ran on cached latents")
+
+    monkeypatch.setattr(CausalVAE, "encode", no_encoding)
+    # A token budget makes the trainer count each sample's tokens from its latent shape.
+    recipe = load_recipe(TINY, overrides + ["--train.token_budget=48"])
+    final = train(recipe, tmp_path / "run", progress=False)
+    assert (final / "pipeline.json").is_file() and (final / "dit" / "model.safetensors").is_file()
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    assert len(losses) == 2 and all(0 < loss < 10 for loss in losses)
+
+    with pytest.raises(ConfigError, match="not a VAE"):
+        build_dataset(load_recipe(TINY, overrides + ["--train.model=vae"]))
+    other = tmp_path / "other-vae"
+    CausalVAE(load_recipe(TINY, ["--vae.scaling_std=3"]).vae).save_pretrained(other)
+    with pytest.raises(ConfigError, match="another VAE than train.vae_path"):
+        build_dataset(load_recipe(TINY, overrides + [f"--train.vae_path={other}"]))
