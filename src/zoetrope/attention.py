@@ -15,6 +15,7 @@ the original DiT (Peebles and Xie), used by its class-conditional image presets.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +38,63 @@ def attention(q: Tensor, k: Tensor, v: Tensor, q_ids: Tensor, kv_ids: Tensor,
         q.transpose(0, 1)[None], k.transpose(0, 1)[None], v.transpose(0, 1)[None],
         attn_mask=mask[None, None])  # (1, heads, N, Dh)
     return out[0].transpose(0, 1)  # (N, heads, Dh)
+
+
+@dataclass
+class Layout:
+    """How a packed sequence splits into samples, so attention can skip the masked blocks.
+
+    Samples of equal length form a group and attend as one dense batch: the cost is the sum of
+    n_i^2 over samples instead of N^2 for the whole packed sequence. Tokens of a sample are
+    contiguous, samples in order (as `pack` lays them out).
+    """
+
+    groups: list[tuple[Tensor | None, Tensor, int]]  # (token index or None = all, sample ids (k,), n)
+    num_tokens: int
+
+
+def make_layout(lengths: list[int], device: torch.device | str | None = None) -> Layout:
+    """Group samples by token count; a single group in packing order needs no gather."""
+    offsets = [0]
+    for n in lengths:
+        offsets.append(offsets[-1] + n)
+    by_len: dict[int, list[int]] = {}
+    for i, n in enumerate(lengths):
+        by_len.setdefault(n, []).append(i)
+    groups = []
+    for n, samples in by_len.items():
+        ids = torch.tensor(samples, device=device)
+        if len(by_len) == 1:
+            groups.append((None, ids, n))
+        else:
+            index = torch.cat([torch.arange(offsets[i], offsets[i] + n, device=device) for i in samples])
+            groups.append((index, ids, n))
+    return Layout(groups, offsets[-1])
+
+
+def packed_attention(q: Tensor, k: Tensor, v: Tensor, layout: Layout,
+                     kv_mask: Tensor | None = None) -> Tensor:
+    """Attention per sample via `layout`: q (N, heads, Dh) over packed k, v (N, heads, Dh)
+    (self-attention) or over padded per-sample k, v (B, L, heads, Dh) with kv_mask (B, L)
+    (cross-attention, True = real token)."""
+    cross = kv_mask is not None
+    out = q.new_empty(q.shape) if len(layout.groups) > 1 else None
+    for index, samples, n in layout.groups:
+        qg = q if index is None else q[index]
+        qg = qg.unflatten(0, (-1, n)).transpose(1, 2)  # (k, heads, n, Dh)
+        if cross:
+            kg, vg = k[samples].transpose(1, 2), v[samples].transpose(1, 2)  # (k, heads, L, Dh)
+            mask = kv_mask[samples][:, None, None, :]  # (k, 1, 1, L)
+        else:
+            kg = (k if index is None else k[index]).unflatten(0, (-1, n)).transpose(1, 2)
+            vg = (v if index is None else v[index]).unflatten(0, (-1, n)).transpose(1, 2)
+            mask = None
+        og = F.scaled_dot_product_attention(qg, kg, vg, attn_mask=mask)  # (k, heads, n, Dh)
+        og = og.transpose(1, 2).flatten(0, 1)  # (k * n, heads, Dh)
+        if out is None:
+            return og
+        out[index] = og
+    return out
 
 
 def _flex_available() -> bool:

@@ -22,7 +22,8 @@ import torch
 from torch import Tensor, nn
 
 from . import weights
-from .attention import apply_rope, attention, rope_angles, sincos_2d, timestep_embedding
+from .attention import (Layout, apply_rope, attention, make_layout, packed_attention, rope_angles,
+                        sincos_2d, timestep_embedding)
 from .config import DiTConfig
 from .patches import Packed
 
@@ -45,7 +46,14 @@ class TimestepEmbedder(nn.Module):
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention over a packed sequence, with QK-norm and RoPE."""
+    """Multi-head self-attention over a packed sequence, with QK-norm and RoPE.
+
+    `backend`: "sdpa" (per-sample dense SDPA over groups of equal-length samples; flash kernels on
+    CUDA) or "flex" (one flex-attention call with a block-diagonal block mask; pair with
+    torch.compile on CUDA). Set with `DiT.set_attention_backend`.
+    """
+
+    backend = "sdpa"
 
     def __init__(self, dim: int, num_heads: int, qk_norm: bool):
         super().__init__()
@@ -56,12 +64,14 @@ class SelfAttention(nn.Module):
         self.q_norm = nn.RMSNorm(head_dim, eps=1e-6) if qk_norm else nn.Identity()
         self.k_norm = nn.RMSNorm(head_dim, eps=1e-6) if qk_norm else nn.Identity()
 
-    def forward(self, x: Tensor, ids: Tensor, rope: tuple[Tensor, Tensor] | None) -> Tensor:
+    def forward(self, x: Tensor, ids: Tensor, layout: Layout, rope: tuple[Tensor, Tensor] | None) -> Tensor:
         q, k, v = self.qkv(x).unflatten(-1, (3, self.num_heads, -1)).unbind(1)  # 3 x (N, H, Dh)
         q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        return self.proj(attention(q, k, v, ids, ids).flatten(1))  # (N, D)
+        if self.backend == "flex":
+            return self.proj(attention(q, k, v, ids, ids, backend="flex").flatten(1))
+        return self.proj(packed_attention(q, k, v, layout).flatten(1))  # (N, D)
 
 
 class CrossAttention(nn.Module):
@@ -77,10 +87,10 @@ class CrossAttention(nn.Module):
         self.q_norm = nn.RMSNorm(head_dim, eps=1e-6) if qk_norm else nn.Identity()
         self.k_norm = nn.RMSNorm(head_dim, eps=1e-6) if qk_norm else nn.Identity()
 
-    def forward(self, x: Tensor, ids: Tensor, text: Tensor, text_ids: Tensor) -> Tensor:
+    def forward(self, x: Tensor, layout: Layout, text: Tensor, text_mask: Tensor) -> Tensor:
         q = self.q_norm(self.q(x).unflatten(-1, (self.num_heads, -1)))  # (N, H, Dh)
-        k, v = self.kv(text).unflatten(-1, (2, self.num_heads, -1)).unbind(1)  # 2 x (M, H, Dh)
-        return self.proj(attention(q, self.k_norm(k), v, ids, text_ids).flatten(1))
+        k, v = self.kv(text).unflatten(-1, (2, self.num_heads, -1)).unbind(2)  # 2 x (B, L, H, Dh)
+        return self.proj(packed_attention(q, self.k_norm(k), v, layout, text_mask).flatten(1))
 
 
 class DiTBlock(nn.Module):
@@ -100,12 +110,13 @@ class DiTBlock(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim))
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
 
-    def forward(self, x: Tensor, c: Tensor, cond_index: Tensor, ids: Tensor, rope, text, text_ids) -> Tensor:
+    def forward(self, x: Tensor, c: Tensor, cond_index: Tensor, ids: Tensor, layout: Layout, rope,
+                text: Tensor | None, text_mask: Tensor | None) -> Tensor:
         mod = self.adaLN_modulation(c)[cond_index]  # (G, 6D) computed once per group -> (N, 6D)
         shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = mod.chunk(6, dim=-1)
-        x = x + gate_a * self.attn(modulate(self.norm1(x), shift_a, scale_a), ids, rope)
+        x = x + gate_a * self.attn(modulate(self.norm1(x), shift_a, scale_a), ids, layout, rope)
         if self.cross is not None:
-            x = x + self.cross(self.norm_cross(x), ids, text, text_ids)
+            x = x + self.cross(self.norm_cross(x), layout, text, text_mask)
         return x + gate_m * self.mlp(modulate(self.norm2(x), shift_m, scale_m))
 
 
@@ -183,13 +194,14 @@ class DiT(nn.Module):
         else:
             rope = rope_angles(packed.positions, self.config.dim // self.config.num_heads,
                                self.config.rope_theta)
-        txt, text_ids = None, None
+        layout = make_layout(packed.lengths, x.device)
+        txt, txt_mask = None, None
         if self.config.text_dim:
-            txt, text_ids, pooled = self._embed_text(text, text_mask, packed.num_samples)
+            txt, txt_mask, pooled = self._embed_text(text, text_mask, packed.num_samples)
             if self.config.pooled_text:
                 c = c + self.pool_proj(pooled)[group_ids]
         for block in self.blocks:
-            x = block(x, c, cond_index, ids, rope, txt, text_ids)
+            x = block(x, c, cond_index, ids, layout, rope, txt, txt_mask)
         return self.final_layer(x, c, cond_index)
 
     @staticmethod
@@ -206,20 +218,25 @@ class DiT(nn.Module):
         return groups[:, 1], groups[:, 0].long(), cond_index
 
     def _embed_text(self, text: Tensor | None, mask: Tensor | None, num_samples: int):
-        """Project text and flatten its valid tokens: (M, D), their sample ids (M,), pooled (B, D)."""
+        """Project text: (B, L, D) tokens, (B, L) mask (True = real), and the pooled (B, D)."""
         if text is None:
             raise ValueError("this DiT is text-conditioned: pass text and text_mask")
         if text.shape[0] != num_samples:
             raise ValueError(f"text has {text.shape[0]} rows for {num_samples} packed samples")
         emb = self.text_proj(text.to(self.x_embedder.weight.dtype))  # (B, L, D)
-        batch_ids = torch.arange(text.shape[0], device=text.device)[:, None].expand(text.shape[:2])
         if mask is None:  # every token is real
-            return emb.flatten(0, 1), batch_ids.flatten(), emb.mean(1)
+            return emb, torch.ones(emb.shape[:2], dtype=torch.bool, device=emb.device), emb.mean(1)
         if not mask.any(dim=1).all():
             raise ValueError("every prompt needs at least one unmasked text token")
         w = mask.to(emb.dtype)[..., None]  # (B, L, 1)
-        pooled = (emb * w).sum(1) / w.sum(1)  # (B, D)
-        return emb[mask], batch_ids[mask], pooled
+        return emb, mask.bool(), (emb * w).sum(1) / w.sum(1)
+
+    def set_attention_backend(self, backend: str) -> None:
+        """"sdpa" (default, any device) or "flex" (block-mask flex attention, for CUDA + compile)."""
+        if backend not in ("sdpa", "flex"):
+            raise ValueError(f"attention backend must be 'sdpa' or 'flex', got {backend!r}")
+        for block in self.blocks:
+            block.attn.backend = backend
 
     # ---- weights -------------------------------------------------------------------------
 
