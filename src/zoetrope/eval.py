@@ -1,0 +1,246 @@
+"""World-consistency benchmark: generate clips over a world's whole vocabulary, critique, report.
+
+`run_eval(generate, out_dir, ...)` builds prompts, calls `generate(prompts, seed, (frames, height,
+width)) -> uint8 (B, T, H, W, 3)` in small batches, judges every clip with `critic.critique` and
+writes a report directory:
+
+  report.json        totals (pass rate, per-attribute accuracy, per-error-kind counts and rates)
+                     and one record per clip
+  report.md          the same as markdown tables, plus the clip list in contact-sheet order
+  contact_sheet.png  a grid of clips (a few frames each), framed green (passed) or red (failed),
+                     each labelled with its clip index
+
+Prompt order: every attribute (colour, shape, direction; or digit, direction) cycles through its
+values, so any prefix of the list is balanced to within one clip per value, and the first
+(colours x shapes x directions) prompts are each combination exactly once. The seed permutes each
+attribute's values. Batch b's `generate` call gets seed + (index of its first clip), so a clip's
+seed does not depend on the batch size.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from .critic import ERROR_KINDS, critique
+from .data.shapes import COLORS, DIRECTIONS, SHAPES
+
+VOCABULARIES = ("shapes", "mnist")
+Generate = Callable[[list[str], int, tuple[int, int, int]], np.ndarray]
+
+SHEET_FRAMES = 4  # frames shown per clip on the contact sheet
+SHEET_COLUMNS = 4  # clips per contact-sheet row
+SHEET_MAX_CLIPS = 256  # bounds the sheet's size; the report lists every clip anyway
+PASS_RGB, FAIL_RGB = (0, 200, 0), (220, 0, 0)
+
+# 3x5 bitmap digits (rows top to bottom), enough to number the clips without a font file.
+_DIGITS = ["111101101101111", "010110010010111", "111001111100111", "111001111001111",
+           "101101111001001", "111100111001111", "111100111101111", "111001010010010",
+           "111101111101111", "111101111001111"]
+
+
+def _balanced(sizes: Sequence[int], count: int) -> list[tuple[int, ...]]:
+    """`count` index tuples where each attribute cycles and all combinations come first.
+
+    Attribute k takes (i + block) mod n_k, where the block counter shifts it by one each time
+    the pairing with the earlier attributes would repeat (Chinese remainder theorem: i mod a and
+    i mod b repeat after lcm(a, b) = a * b / gcd), so every prod(n) consecutive tuples hold each
+    combination once and each attribute's counts differ by at most one in any prefix.
+    """
+    out = []
+    for i in range(count):
+        combo, period = [], 1  # period: the earlier attributes repeat every `period` tuples
+        for n in sizes:
+            g = math.gcd(period, n)
+            combo.append((i + (i // (period * n // g)) % g) % n)
+            period *= n
+        out.append(tuple(combo))
+    return out
+
+
+def build_prompts(clips: int, seed: int = 0, vocabulary: str = "shapes") -> list[str]:
+    """Balanced prompts over a world's vocabulary, attribute values permuted by `seed`."""
+    rng = np.random.default_rng(seed)
+    if vocabulary == "shapes":
+        values = [list(COLORS), list(SHAPES), list(DIRECTIONS)]
+        template = "a {} {} moving {}"
+    elif vocabulary == "mnist":
+        values = [[str(d) for d in range(10)], list(DIRECTIONS)]
+        template = "the digit {} moving {}"
+    else:
+        raise ValueError(f"unknown vocabulary {vocabulary!r}; known: {', '.join(VOCABULARIES)}")
+    values = [[v[j] for j in rng.permutation(len(v))] for v in values]
+    return [template.format(*(v[k] for v, k in zip(values, combo)))
+            for combo in _balanced([len(v) for v in values], clips)]
+
+
+def _check_video(video, prompts: list[str]) -> np.ndarray:
+    video = np.asarray(video)
+    if video.ndim != 5 or video.shape[0] != len(prompts) or video.shape[-1] != 3:
+        raise ValueError(f"generate must return uint8 (B={len(prompts)}, T, H, W, 3), "
+                         f"got shape {video.shape}")
+    if video.dtype != np.uint8:
+        raise ValueError(f"generate must return uint8 frames, got {video.dtype}")
+    return video
+
+
+def run_eval(generate: Generate, out_dir: str | Path, clips: int = 84, seed: int = 0,
+             sizes: Sequence[tuple[int, int, int]] = ((17, 64, 64),),
+             vocabulary: str = "shapes", batch_size: int = 4, progress: bool = True) -> dict:
+    """Generate `clips` clips (clip i at sizes[i % len(sizes)]), critique them, write a report."""
+    if clips < 1 or batch_size < 1:
+        raise ValueError(f"clips and batch_size must be >= 1, got {clips} and {batch_size}")
+    sizes = [tuple(int(v) for v in s) for s in sizes]
+    if not sizes or any(len(s) != 3 or min(s) < 1 for s in sizes):
+        raise ValueError(f"sizes must be (frames, height, width) triples, got {sizes}")
+    prompts = build_prompts(clips, seed, vocabulary)
+    records: list[dict | None] = [None] * clips
+    thumbs: list[np.ndarray | None] = [None] * clips
+    with tqdm(total=clips, desc="eval", unit="clip", disable=not progress) as bar:
+        for k, size in enumerate(sizes):
+            indices = list(range(k, clips, len(sizes)))  # one size per batch
+            for start in range(0, len(indices), batch_size):
+                batch = indices[start:start + batch_size]
+                clip_seed = seed + batch[0]
+                video = _check_video(generate([prompts[i] for i in batch], clip_seed, size),
+                                     [prompts[i] for i in batch])
+                for i, frames in zip(batch, video):
+                    verdict = critique(frames, prompts[i])
+                    records[i] = {"index": i, "prompt": prompts[i], "size": list(frames.shape[:3]),
+                                  "seed": clip_seed, "passed": verdict.passed,
+                                  "critique": verdict.to_dict()}
+                    pick = np.linspace(0, len(frames) - 1, min(SHEET_FRAMES, len(frames)))
+                    thumbs[i] = frames[np.round(pick).astype(int)]
+                bar.update(len(batch))
+    report = {"config": {"clips": clips, "seed": seed, "sizes": [list(s) for s in sizes],
+                         "vocabulary": vocabulary, "batch_size": batch_size},
+              "totals": _totals(records), "clips": records}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+    (out / "report.md").write_text(_markdown(report))
+    from .data.video import write_png
+
+    write_png(out / "contact_sheet.png", contact_sheet(thumbs[:SHEET_MAX_CLIPS],
+                                                      [r["passed"] for r in records]))
+    return report
+
+
+def _totals(records: list[dict]) -> dict:
+    """Pass rate, per-attribute accuracy (overall and per expected value), error-kind rates."""
+    n = len(records)
+    attributes = {}
+    for name in ("color", "shape", "direction"):
+        by_value: dict[str, Counter] = {}
+        for r in records:
+            for obj in r["critique"]["objects"]:
+                a = obj[name]
+                if a["ok"] is None:
+                    continue
+                c = by_value.setdefault(a["expected"], Counter())
+                c["judged"] += 1
+                c["correct"] += bool(a["ok"])
+                if not a["ok"]:
+                    c["saw " + a["observed"]] += 1
+        if not by_value:
+            attributes[name] = None  # not applicable to this world
+            continue
+        rows = {}
+        for value, c in sorted(by_value.items()):
+            mistakes = {k[4:]: v for k, v in c.items() if k.startswith("saw ")}
+            rows[value] = {"judged": c["judged"], "correct": c["correct"],
+                           "accuracy": c["correct"] / c["judged"], "mistakes": mistakes}
+        judged = sum(r["judged"] for r in rows.values())
+        correct = sum(r["correct"] for r in rows.values())
+        attributes[name] = {"judged": judged, "correct": correct, "accuracy": correct / judged,
+                            "by_value": rows}
+    errors = {}
+    for kind in ERROR_KINDS:
+        checked = [r for r in records if kind in r["critique"]["checked"]]
+        hit = [r for r in checked if r["critique"]["errors"][kind]]
+        errors[kind] = {"checked": len(checked), "clips": len(hit),
+                        "rate": len(hit) / len(checked) if checked else None,
+                        "frames": sum(len(r["critique"]["errors"][kind]) for r in hit)}
+    passed = sum(r["passed"] for r in records)
+    return {"clips": n, "passed": passed, "pass_rate": passed / n,
+            "attributes": attributes, "errors": errors}
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def _markdown(report: dict) -> str:
+    """report.md: summary line, attribute tables, error table, and the clip list."""
+    t, cfg = report["totals"], report["config"]
+    lines = ["# World-consistency eval", "",
+             f"{t['clips']} clips, vocabulary `{cfg['vocabulary']}`, seed {cfg['seed']}, sizes "
+             + ", ".join("x".join(map(str, s)) for s in cfg["sizes"]) + " (frames x H x W).", "",
+             f"**Pass rate: {_pct(t['pass_rate'])}** ({t['passed']} / {t['clips']}): "
+             "a clip passes when every attribute is right and no physics error is found.", ""]
+    for name, a in t["attributes"].items():
+        lines += [f"## {name}", ""]
+        if a is None:
+            lines += ["not applicable to this world", ""]
+            continue
+        lines += [f"accuracy {_pct(a['accuracy'])} ({a['correct']} / {a['judged']})", "",
+                  f"| expected {name} | judged | correct | accuracy | seen instead |",
+                  "|---|---|---|---|---|"]
+        for value, r in a["by_value"].items():
+            seen = ", ".join(f"{k} x{v}" for k, v in sorted(r["mistakes"].items())) or "-"
+            lines.append(f"| {value} | {r['judged']} | {r['correct']} | "
+                         f"{_pct(r['accuracy'])} | {seen} |")
+        lines.append("")
+    lines += ["## physics errors", "", "| error | clips | rate | frames |", "|---|---|---|---|"]
+    for kind, e in t["errors"].items():
+        lines.append(f"| {kind} | {e['clips']} | {_pct(e['rate'])} | {e['frames']} |")
+    lines += ["", "## clips (contact_sheet.png order: left to right, top to bottom; "
+              "green frame = pass, red = fail)", "",
+              "| # | prompt | size | verdict | problems |", "|---|---|---|---|---|"]
+    for r in report["clips"]:
+        c = r["critique"]
+        wrong = [f"{k} (saw {o[k]['observed']})" for o in c["objects"]
+                 for k in ("color", "shape", "direction") if o[k]["ok"] is False]
+        wrong += [f"{k} @ {','.join(map(str, f))}" for k, f in c["errors"].items() if f]
+        lines.append(f"| {r['index']} | {r['prompt']} | {'x'.join(map(str, r['size']))} | "
+                     f"{'pass' if r['passed'] else 'FAIL'} | {'; '.join(wrong) or '-'} |")
+    return "\n".join(lines) + "\n"
+
+
+def _draw_number(image: np.ndarray, number: int, x: int, y: int, scale: int = 2) -> None:
+    """Draw `number` in white 3x5 bitmap digits at (x, y) of an (H, W, 3) image, in place."""
+    for d in str(number):
+        glyph = np.array([int(b) for b in _DIGITS[int(d)]], bool).reshape(5, 3)
+        block = np.kron(glyph, np.ones((scale, scale), bool))  # (5s, 3s)
+        h, w = block.shape
+        region = image[y:y + h, x:x + w]
+        region[block[:region.shape[0], :region.shape[1]]] = 255
+        x += w + scale
+
+
+def contact_sheet(thumbs: list[np.ndarray], passed: list[bool], border: int = 2) -> np.ndarray:
+    """Grid image (H, W, 3) of clips' frames (each (K, h, w, 3)), framed green/red, numbered."""
+    label = 14  # px strip above each clip for its index (10 px digits + margin)
+    cell_h = max(t.shape[1] for t in thumbs) + 2 * border + label
+    cell_w = max(t.shape[0] * (t.shape[2] + 1) - 1 for t in thumbs) + 2 * border
+    cols = min(SHEET_COLUMNS, len(thumbs))
+    rows = math.ceil(len(thumbs) / cols)
+    gap = 4
+    sheet = np.full((rows * (cell_h + gap) + gap, cols * (cell_w + gap) + gap, 3), 32, np.uint8)
+    for i, (frames, ok) in enumerate(zip(thumbs, passed)):
+        y, x = gap + (i // cols) * (cell_h + gap), gap + (i % cols) * (cell_w + gap)
+        k, h, w, _ = frames.shape
+        strip = np.concatenate([np.pad(f, ((0, 0), (0, 1), (0, 0)), constant_values=96)
+                                for f in frames], 1)[:, :-1]  # grey 1 px between frames
+        frame_w = k * (w + 1) - 1 + 2 * border
+        sheet[y + label:y + label + h + 2 * border, x:x + frame_w] = PASS_RGB if ok else FAIL_RGB
+        top, left = y + label + border, x + border
+        sheet[top:top + h, left:left + strip.shape[1]] = strip
+        _draw_number(sheet, i, x + 1, y + 2)
+    return sheet
