@@ -2,6 +2,7 @@
 
 import json
 import subprocess
+from pathlib import Path
 import sys
 
 from zoetrope.cli import main
@@ -29,3 +30,34 @@ def test_console_script_entry_point():
     out = subprocess.run([sys.executable, "-m", "zoetrope.cli", "info", "tiny", "--json"],
                          capture_output=True, text=True, check=True).stdout
     assert json.loads(out)["preset"] == "tiny"
+
+
+def test_critique_ground_truth_wrong_prompt_and_bad_prompt(tmp_path, capsys):
+    from zoetrope.data.shapes import render_clip
+    from zoetrope.data.video import write_video
+
+    clip = render_clip(17, 64, 64, color="red", shape="circle", direction="right", seed=3)
+    path = write_video(tmp_path / "clip.mp4", clip.frames, 8)
+    assert main(["critique", str(path), "--prompt", "a red circle moving right", "--json"]) == 0
+    verdict = json.loads(capsys.readouterr().out)
+    assert verdict["passed"] is True
+    assert main(["critique", str(path), "--prompt", "a blue circle moving right"]) == 1
+    capsys.readouterr()
+    assert main(["critique", str(path), "--prompt", "a dog barking"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("zoetrope critique: error:") and err.count("\n") == 1
+
+
+def test_eval_writes_a_report(tmp_path, capsys):
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_pipeline import tiny_pipeline
+
+    tiny_pipeline().save_pretrained(tmp_path / "model")
+    args = ["eval", "--model", str(tmp_path / "model"), "--clips", "3", "--steps", "1",
+            "--size", "5x16x16", "--out", str(tmp_path / "report"), "--json"]
+    assert main(args) == 0
+    totals = json.loads(capsys.readouterr().out)
+    assert totals["clips"] == 3
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert len(report["clips"]) == 3 and (tmp_path / "report" / "contact_sheet.png").is_file()
+    assert main(["eval", "--model", str(tmp_path / "nothing")]) == 2

@@ -81,6 +81,45 @@ def cmd_generate(args: argparse.Namespace) -> None:
     print(f"wrote {path} ({frames} frames, {h}x{w}, {video.fps:g} fps, seed {video.seed})")
 
 
+def cmd_critique(args: argparse.Namespace) -> int:
+    """Check a clip against its prompt and the world's physics; exit 1 when it fails."""
+    from .critic import critique_file
+
+    verdict = critique_file(args.video, args.prompt)
+    print(json.dumps(verdict.to_dict(), indent=2) if args.json else verdict.summary())
+    return 0 if verdict.passed else 1
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    """Generate clips over the whole vocabulary, critique each, write a report directory."""
+    from pathlib import Path
+
+    import torch
+
+    from .eval import run_eval
+    from .pipeline import BUNDLED_MODEL, TextToVideoPipeline
+
+    model = Path(args.model) if args.model else BUNDLED_MODEL
+    if not (model / "pipeline.json").is_file():
+        raise FileNotFoundError(f"no pipeline.json in {model}; pass --model DIR with a pipeline directory")
+    sizes = [_parse_size(s) for s in args.size] if args.size else None
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    pipe = TextToVideoPipeline.from_pretrained(model).to(device)
+    sizes = sizes or [tuple(pipe.default_size)]
+
+    def generate(prompts: list[str], seed: int, size: tuple[int, int, int]):
+        frames, height, width = size
+        out = pipe(prompts, num_frames=frames, height=height, width=width, seed=seed,
+                   num_inference_steps=args.steps, guidance_scale=args.cfg, progress=False)
+        return out.frames
+
+    report = run_eval(generate, args.out, clips=args.clips, seed=args.seed, sizes=sizes,
+                      vocabulary=args.vocabulary, batch_size=args.batch_size)
+    totals = report["totals"]
+    print(json.dumps(totals, indent=2) if args.json else
+          f"{totals.get('pass_rate', 0) * 100:.1f}% of {args.clips} clips pass; report in {args.out}")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Train what a recipe names into --out; rerunning the same command resumes."""
     from .config import load_recipe
@@ -167,6 +206,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("preset", help="e.g. DiT-XL/2, shapes-demo, sora-3B")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("critique", help="check a clip against its prompt and the world's physics")
+    p.add_argument("video", help="a video file (mp4, gif, webm, ...)")
+    p.add_argument("--prompt", required=True, help='e.g. "a red circle moving right"')
+    p.add_argument("--json", action="store_true", help="print the full verdict as JSON")
+    p.set_defaults(func=cmd_critique)
+
+    p = sub.add_parser("eval", help="generate over the whole vocabulary and critique every clip")
+    p.add_argument("--model", help="pipeline directory (default: the bundled model)")
+    p.add_argument("--clips", type=int, default=84, help="number of clips (84 = every prompt once)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", action="append", help="FRAMESxHEIGHTxWIDTH, repeatable (default: the model's)")
+    p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's)")
+    p.add_argument("--cfg", type=float, default=None, help="guidance scale (default: the model's)")
+    p.add_argument("--vocabulary", choices=["shapes", "mnist"], default="shapes")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--out", default="outputs/eval", help="report directory")
+    p.add_argument("--json", action="store_true", help="print the totals as JSON")
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("train", help="train the VAE and/or DiT a TOML recipe names",
                        description="Train from a recipe; extra --section.key=value arguments "
