@@ -173,6 +173,7 @@ class TrainConfig:
     preview_prompts: list[str] = field(default_factory=list)
     vae_path: str = ""  # trained VAE directory (DiT training)
     kl_weight: float = 1e-6  # VAE loss: KL term weight
+    sizes: list[list[int]] = field(default_factory=list)  # [frames, h, w] for this stage ([] = data.sizes)
     first_frame_cond: float = 0.0  # DiT: probability a clip's first latent frame is given clean (i2v)
 
 

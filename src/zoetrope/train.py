@@ -298,6 +298,8 @@ class Trainer:
     """State of one training run; `run()` trains to `train.steps` and exports the result."""
 
     def __init__(self, recipe: Recipe, run_dir: Path, progress: bool = True):
+        if recipe.train.sizes:  # this stage trains on its own clip sizes
+            recipe = dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, sizes=recipe.train.sizes))
         self.recipe, self.cfg, self.run_dir = recipe, recipe.train, Path(run_dir)
         self.d = setup_distributed()
         self.progress = progress and self.d.main
@@ -330,7 +332,7 @@ class Trainer:
         return tuple(self.recipe.data.sizes[0])  # type: ignore[return-value]
 
     def _check_run_dir(self) -> None:
-        """A run directory belongs to one recipe; only train.steps may change on resume.
+        """A run directory belongs to one recipe; only the step counts may change on resume.
 
         Rank 0 checks and writes; the verdict is broadcast so every rank fails or goes on.
         """
@@ -341,7 +343,7 @@ class Trainer:
             if path.is_file():
                 saved = json.loads(path.read_text())
                 diff = [f"{s}.{k}" for s in current for k in current[s]
-                        if (s, k) != ("train", "steps") and saved.get(s, {}).get(k) != current[s][k]]
+                        if k != "steps" and saved.get(s, {}).get(k) != current[s][k]]
                 if diff:
                     error = (f"{self.run_dir} was started with another recipe (differs in "
                              f"{', '.join(diff[:4])}); use a new --out to start a new run")
