@@ -33,12 +33,18 @@ def _atomic_write(path: Path, write) -> None:
     os.replace(tmp, path)
 
 
-def save_pretrained(model: nn.Module, directory: str | Path, extra: dict | None = None) -> None:
-    """Write `model.config` to config.json and its state dict to model.safetensors."""
+def save_pretrained(model: nn.Module, directory: str | Path, extra: dict | None = None,
+                    dtype: torch.dtype | None = None) -> None:
+    """Write `model.config` to config.json and its state dict to model.safetensors.
+
+    `dtype` (e.g. torch.float16) stores floating tensors smaller; loading upcasts them to float32.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     config = {"class": type(model).__name__, **to_dict(model.config), **(extra or {})}
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    if dtype is not None:
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
     _atomic_write(directory / "model.safetensors", lambda p: save_file(state, str(p)))
     _atomic_write(directory / "config.json", lambda p: p.write_text(json.dumps(config, indent=2)))
 
@@ -61,7 +67,9 @@ def load_state(directory: str | Path) -> dict[str, torch.Tensor]:
         raise WeightsError(f"no model.safetensors in {str(directory)!r}")
     try:
         # clone: fresh, aligned memory (mmap views can take other BLAS paths, costing bit-exactness)
-        return {k: v.clone() for k, v in load_file(str(path)).items()}
+        # float32 everywhere (weights stored in half precision are upcast)
+        return {k: v.to(torch.float32, copy=True) if v.is_floating_point() else v.clone()
+                for k, v in load_file(str(path)).items()}
     except (SafetensorError, OSError, ValueError) as e:
         raise WeightsError(f"{path} is corrupt: {e}") from None
 
