@@ -180,10 +180,7 @@ class DiTTrainee(nn.Module):
 
 
 def load_frozen_vae(path: str, device: torch.device):
-    try:
-        from .vae_adapters import load_vae
-    except ImportError:  # TODO(lead): remove once vae_adapters lands
-        load_vae = CausalVAE.from_pretrained
+    from .vae_adapters import load_vae
     if not path:
         raise ConfigError("train.vae_path is required to train a DiT (or use train.model = \"vae+dit\")")
     vae = load_vae(path).to(device).eval()
