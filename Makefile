@@ -22,7 +22,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest tests
 
 demo: $(STAMP)
-	$(BIN)/zoetrope generate "a red circle moving right" -o outputs/demo.mp4
+	$(BIN)/zoetrope generate "a red circle moving right" --seed 0 -o outputs/demo.mp4
 
 clean:
 	rm -rf $(VENV) outputs
