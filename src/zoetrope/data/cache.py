@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import secrets
 from itertools import accumulate
 from pathlib import Path
 from typing import Any
@@ -35,6 +33,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 from tqdm import tqdm
+
+from .video import _atomic  # temp file beside the target, then rename
 
 FORMAT = 1  # bump when the layout changes
 MANIFEST = "cache.json"
@@ -50,17 +50,6 @@ class CacheError(ValueError):
 
 def shard_name(shard: int) -> str:
     return f"shard_{shard:05d}"
-
-
-def _atomic(path: Path, write) -> None:
-    """Run `write(tmp)` on a temporary file beside `path`, then rename it into place."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _write_json(path: Path, data: dict) -> None:
