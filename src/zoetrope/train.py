@@ -382,13 +382,13 @@ class Trainer:
 
     # ---- state -------------------------------------------------------------------------
 
-    def state_dicts(self) -> tuple[dict, dict, dict]:
-        """Full (unsharded, CPU) model, EMA and optimizer state dicts."""
+    def state_dicts(self, optimizer: bool = True) -> tuple[dict, dict, dict]:
+        """Full (unsharded, CPU) model, EMA and (unless `optimizer=False`) optimizer state dicts."""
         from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
                                                              get_optimizer_state_dict)
         options = StateDictOptions(full_state_dict=True, cpu_offload=True)
         model = get_model_state_dict(self.model, options=options)
-        optim = get_optimizer_state_dict(self.model, self.optimizer, options=options)
+        optim = get_optimizer_state_dict(self.model, self.optimizer, options=options) if optimizer else {}
         ema = {n: _full(t).cpu() for n, t in self.ema.items()}
         return model, ema, optim
 
@@ -538,7 +538,7 @@ class Trainer:
 
     def ema_module(self) -> nn.Module:
         """A plain (unwrapped, unsharded) copy of the trained module carrying the EMA weights."""
-        model, ema, _ = self.state_dicts()
+        model, ema, _ = self.state_dicts(optimizer=False)  # export needs no optimizer state
         with torch.device("cpu"):
             fresh = DiTTrainee(self.recipe, unwrap(self.module).dit.config.in_channels) \
                 if self.vae is not None else CausalVAE(self.recipe.vae)
