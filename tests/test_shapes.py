@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from zoetrope.data.shapes import (COLORS, DIRECTIONS, SHAPES, ShapesWorld, bouncing_centers,
-                                  render_clip)
+from zoetrope.data.shapes import (COLORS, DIRECTIONS, SHAPES, SPEED_RANGE, ShapesWorld,
+                                  bouncing_centers, free_steps, render_clip)
 
 # (frames, height, width): square, landscape and portrait.
 SIZES = [(17, 64, 64), (9, 48, 80), (13, 72, 40)]
@@ -87,9 +87,10 @@ def test_motion_is_constant_speed_with_elastic_bounces():
         extent = (96, 64)[axis]
         step = np.abs(np.diff(centers[:, axis]))
         speed = step[0]
-        # Drawn in [extent/24, extent/12] unless capped to avoid a wall in the first quarter.
-        cap = (extent - 16) / math.ceil(frames / 4)
-        assert min(extent / 24, cap) - 1e-9 <= speed <= extent / 12 + 1e-9
+        # Drawn in SPEED_RANGE * extent unless capped to avoid a wall in the free steps.
+        cap = (extent - 16) / free_steps(frames)
+        lo, hi = SPEED_RANGE
+        assert min(max(1.0, extent * lo), cap) - 1e-9 <= speed <= max(1.0, extent * hi) + 1e-9
         assert np.ptp(centers[:, 1 - axis]) == 0  # moves along one axis only
         # Elastic: no step is longer than the speed (a step that hits a wall folds back), the
         # velocity reverses at walls, and the centre stays within [size/2, extent - size/2].
@@ -102,7 +103,8 @@ def test_motion_is_constant_speed_with_elastic_bounces():
         assert straight.mean() > 0.8
 
 
-def test_no_bounce_in_first_quarter_even_for_long_clips():
+def test_no_bounce_in_the_free_steps_even_for_long_clips():
+    assert [free_steps(t) for t in (1, 5, 17, 65, 257)] == [1, 3, 8, 17, 65]
     for frames in (5, 17, 65, 257):
         for seed in range(10):
             for direction in DIRECTIONS:
@@ -110,7 +112,7 @@ def test_no_bounce_in_first_quarter_even_for_long_clips():
                 c = clip.objects[0].centers
                 axis = 0 if direction in ("left", "right") else 1
                 sign = 1 if direction in ("right", "down") else -1
-                k = math.ceil(frames / 4)
+                k = free_steps(frames)  # at least the first quarter, the first half of 17 frames
                 moves = sign * np.diff(c[: k + 1, axis])
                 assert (moves > 0).all(), (frames, seed, direction)
 

@@ -69,7 +69,7 @@ MIN_MOVE = 0.02  # below 2% of the frame (or 1 px) over the first quarter: "stil
 TELEPORT_SPEEDS, TELEPORT_FLOOR = 1.5, 0.1
 SPEED_TOL, SPEED_FLOOR = 0.5, 1.5  # speed off by 50% and 1.5 px (crisp renders jitter by 1 px)
 # An object at a wall with < 85% of its area is cut by the frame edge: at the slowest speed
-# (extent / 24 px/frame) a 1/4-extent object loses >= 17% within two frames of crossing.
+# (extent / 32 px/frame) a 1/4-extent object loses >= 17% within two frames of crossing.
 CLIPPED_AREA = 0.85
 WALL_SLACK = 2.0  # px of tolerance on "at the wall" (blur and rounding move a box edge 1 px)
 

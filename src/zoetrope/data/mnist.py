@@ -5,8 +5,8 @@ Specification (shared with the shapes world, see `shapes.py`, for the motion):
   `size = max(4, round(0.4 * min(H, W)))` pixels across and drawn as grey replicated to RGB
   (pixel value = resized MNIST intensity), so the digit is white-ish on black.
 - The box moves `left`, `right`, `up` or `down` at constant speed with elastic bounces, exactly as
-  `shapes.bouncing_centers` (speed in [extent / 24, extent / 12] px/frame, no bounce before
-  frame ceil(T / 4), box always fully inside the frame).
+  `shapes.bouncing_centers` (speed in `shapes.SPEED_RANGE` x extent px/frame, no bounce before
+  frame `shapes.free_steps(T)`, box always fully inside the frame).
 - Caption: exactly `the digit {d} moving {direction}`.
 
 Data: the MNIST idx files (e.g. `t10k-images-idx3-ubyte.gz`, `t10k-labels-idx1-ubyte.gz`) in a
