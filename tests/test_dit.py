@@ -1,5 +1,7 @@
 """DiT over packed sequences: packing invariance, paper presets, conditioning, overfitting."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -126,6 +128,23 @@ def test_rope_scores_depend_on_relative_position_only():
     base = score([1, 2, 3], [0, 5, 1])
     torch.testing.assert_close(score([4, 7, 9], [3, 10, 7]), base)  # shifted by (3, 5, 6)
     assert not torch.allclose(score([1, 2, 3], [0, 5, 2]), base)
+
+
+@pytest.mark.parametrize("pos_embed", ["rope", "rope+abs"])
+def test_absolute_positions_only_with_rope_plus_abs(pos_embed):
+    # RoPE alone sees only relative positions: moving every token by the same offset changes
+    # nothing. "rope+abs" also adds a 3D sin-cos, so the model can tell frame 0 from frame 3.
+    torch.manual_seed(0)
+    model = tiny(pos_embed=pos_embed).eval()
+    packed = pack([torch.randn(3, 2, 4, 6)], (1, 2, 2))
+    moved = dataclasses.replace(packed, positions=packed.positions + torch.tensor([3, 1, 2]))
+    t, text = torch.tensor([0.5]), torch.randn(1, 2, 16)
+    with torch.no_grad():
+        a, b = model(packed, t, text), model(moved, t, text)
+    if pos_embed == "rope":
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    else:
+        assert (a - b).abs().max() > 1e-2
 
 
 def test_flex_attention_matches_sdpa_reference():

@@ -174,6 +174,15 @@ def sincos_2d(positions: Tensor, dim: int) -> Tensor:
     return torch.cat([sincos_1d(positions[:, 2], dim // 2), sincos_1d(positions[:, 1], dim // 2)], -1)
 
 
+def sincos_3d(positions: Tensor, dim: int) -> Tensor:
+    """(N, 3) (t, h, w) positions -> (N, dim): sin-cos of t, then h, then w (even widths)."""
+    space = dim // 6 * 2  # width for h and for w each; t takes the rest
+    if dim - 2 * space < 2 or space < 2:
+        raise ValueError(f"3D sin-cos embedding needs dim >= 8, got {dim}")
+    return torch.cat([sincos_1d(positions[:, 0], dim - 2 * space), sincos_1d(positions[:, 1], space),
+                      sincos_1d(positions[:, 2], space)], -1)
+
+
 def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
     """(N,) timesteps (in DiT's 0..1000 scale) -> (N, dim) [cos, sin] features, as in DiT."""
     half = dim // 2

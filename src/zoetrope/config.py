@@ -41,7 +41,10 @@ class DiTConfig:
     text_dim: int = 0  # width of text tokens; 0 disables text cross-attention
     num_classes: int = 0  # > 0: class-conditional (the paper's ImageNet model), with a null class
     learn_sigma: bool = False  # also predict the DDPM variance interpolation (doubles out channels)
-    pos_embed: str = "rope"  # "rope": 3D RoPE from (t, h, w) ids; "sincos": fixed 2D sin-cos added
+    # "rope": 3D RoPE from (t, h, w) ids; "sincos": fixed 2D sin-cos added (the paper's image
+    # models); "rope+abs": RoPE plus an added 3D sin-cos of (t, h, w), so blocks also see where
+    # and when a token is, not only how far apart two tokens are
+    pos_embed: str = "rope"
     qk_norm: bool = True  # RMSNorm on queries and keys (stabilises large models)
     pooled_text: bool = True  # add the mean-pooled text embedding to the adaLN conditioning
     rope_theta: float = 10000.0  # RoPE base frequency
@@ -50,8 +53,9 @@ class DiTConfig:
         self.patch_size = tuple(self.patch_size)  # type: ignore[assignment]
         if self.dim % self.num_heads:
             raise ConfigError(f"dit.dim={self.dim} is not divisible by dit.num_heads={self.num_heads}")
-        if self.pos_embed not in ("rope", "sincos"):
-            raise ConfigError(f"dit.pos_embed must be 'rope' or 'sincos', got {self.pos_embed!r}")
+        if self.pos_embed not in ("rope", "sincos", "rope+abs"):
+            raise ConfigError(f"dit.pos_embed must be 'rope', 'sincos' or 'rope+abs', "
+                              f"got {self.pos_embed!r}")
 
     @property
     def out_channels(self) -> int:

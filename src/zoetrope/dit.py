@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from . import weights
 from .attention import (Layout, apply_rope, attention, make_layout, packed_attention, rope_angles,
-                        sincos_2d, timestep_embedding)
+                        sincos_2d, sincos_3d, timestep_embedding)
 from .config import DiTConfig
 from .patches import Packed
 
@@ -194,6 +194,8 @@ class DiT(nn.Module):
         else:
             rope = rope_angles(packed.positions, self.config.dim // self.config.num_heads,
                                self.config.rope_theta)
+            if self.config.pos_embed == "rope+abs":
+                x = x + sincos_3d(packed.positions, self.config.dim).to(x.dtype)
         layout = make_layout(packed.lengths, x.device)
         txt, txt_mask = None, None
         if self.config.text_dim:
