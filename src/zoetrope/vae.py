@@ -287,7 +287,24 @@ class Decoder(nn.Module):
 # --------------------------------------------------------------------------------------------
 
 
-class CausalVAE(nn.Module):
+class VAEShapes:
+    """`latent_shape` / `pixel_shape` from `self.config` (a VAEConfig); shared by every VAE class."""
+
+    config: VAEConfig
+
+    def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int, int]:
+        """(frames, height, width) -> (C, t, h, w); VAEShapeError for sizes it cannot take."""
+        c = self.config
+        return latent_shape(frames, height, width, channels=c.latent_channels,
+                            temporal=c.temporal_downsample, spatial=c.spatial_downsample)
+
+    def pixel_shape(self, t: int, h: int, w: int) -> tuple[int, int, int]:
+        """Latent (t, h, w) -> (frames, height, width)."""
+        c = self.config
+        return pixel_shape(t, h, w, temporal=c.temporal_downsample, spatial=c.spatial_downsample)
+
+
+class CausalVAE(VAEShapes, nn.Module):
     """Causal 3D conv VAE: (B, 3, 1 + 4k, H, W) <-> latent (B, C, 1 + k, H/8, W/8) by default."""
 
     def __init__(self, config: VAEConfig):
@@ -310,19 +327,6 @@ class CausalVAE(nn.Module):
         c = self.config.latent_channels
         nn.init.zeros_(logvar.weight[c:])
         nn.init.constant_(logvar.bias[c:], -6.0)
-
-    # -- shapes ------------------------------------------------------------------------------
-
-    def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int, int]:
-        """(frames, height, width) -> (C, t, h, w); VAEShapeError for sizes it cannot take."""
-        c = self.config
-        return latent_shape(frames, height, width, channels=c.latent_channels,
-                            temporal=c.temporal_downsample, spatial=c.spatial_downsample)
-
-    def pixel_shape(self, t: int, h: int, w: int) -> tuple[int, int, int]:
-        """Latent (t, h, w) -> (frames, height, width)."""
-        c = self.config
-        return pixel_shape(t, h, w, temporal=c.temporal_downsample, spatial=c.spatial_downsample)
 
     # -- encode / decode ---------------------------------------------------------------------
 

@@ -25,11 +25,11 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from .config import VAEConfig
-from .vae import CausalVAE, DiagonalGaussian, latent_shape, pixel_shape
+from .vae import CausalVAE, DiagonalGaussian, VAEShapes
 from .weights import WeightsError, read_config
 
 
-class DiffusersVAE(nn.Module):
+class DiffusersVAE(VAEShapes, nn.Module):
     """Base adapter: subclasses say how to encode, decode and normalise; shapes live here."""
 
     class_name = ""  # the diffusers class this adapter wraps
@@ -48,19 +48,6 @@ class DiffusersVAE(nn.Module):
         model_cls = getattr(_diffusers(), cls.class_name)
         model = model_cls.from_pretrained(str(path), local_files_only=True)
         return cls(model.eval(), path=str(path)).eval()
-
-    # -- shapes ------------------------------------------------------------------------------
-
-    def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int, int]:
-        """(frames, height, width) -> (C, t, h, w); VAEShapeError for sizes it cannot take."""
-        c = self.config
-        return latent_shape(frames, height, width, channels=c.latent_channels,
-                            temporal=c.temporal_downsample, spatial=c.spatial_downsample)
-
-    def pixel_shape(self, t: int, h: int, w: int) -> tuple[int, int, int]:
-        """Latent (t, h, w) -> (frames, height, width)."""
-        c = self.config
-        return pixel_shape(t, h, w, temporal=c.temporal_downsample, spatial=c.spatial_downsample)
 
     # -- what the DiT sees -------------------------------------------------------------------
 
