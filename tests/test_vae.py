@@ -20,6 +20,16 @@ CONFIGS = [
     (VAEConfig(base_channels=8, channel_mult=(1, 1), temporal_downsample=1, spatial_downsample=2,
                latent_channels=4), 4, 16),
 ]
+# Folding frames and pixels into channels, with per-pixel stem and head: all of time folded (the
+# demo model's layout), and time half folded, half done by a strided causal conv.
+FOLDED = [
+    VAEConfig(base_channels=8, channel_mult=(1, 1), latent_channels=4, patch_size=4,
+              temporal_patch_size=4, pixel_channels=4),
+    VAEConfig(base_channels=8, channel_mult=(1, 2, 2), latent_channels=4, patch_size=2,
+              temporal_patch_size=2, pixel_channels=3),
+]
+CONFIGS += [(config, 17, 16) for config in FOLDED]
+CAUSAL = [CONFIGS[0][0], *FOLDED]  # every one 4x in time, 8x in space, 4 latent channels
 
 
 @pytest.fixture(autouse=True)
@@ -90,6 +100,13 @@ def test_config_validation():
         VAEConfig(channel_mult=(1, 2))
     VAEConfig(channel_mult=(1, 2, 4), patch_size=2)  # patchifying removes one stage
     VAEConfig(kind="AutoencoderKLLTXVideo", temporal_downsample=8, spatial_downsample=32)
+    with pytest.raises(ConfigError, match="temporal_patch_size"):
+        VAEConfig(temporal_patch_size=3)
+    with pytest.raises(ConfigError, match="temporal_patch_size"):
+        VAEConfig(temporal_downsample=2, temporal_patch_size=4)
+    with pytest.raises(ConfigError, match="pixel_channels"):
+        VAEConfig(pixel_channels=-1)
+    VAEConfig(channel_mult=(1, 1), patch_size=4, temporal_patch_size=4)  # folding removes stages
 
 
 @pytest.mark.parametrize("config, frames, size", CONFIGS)
@@ -105,8 +122,9 @@ def test_output_shapes(config, frames, size):
 # -- causality -------------------------------------------------------------------------------
 
 
-def test_latent_frame_depends_only_on_past_frames():
-    vae = random_vae(CONFIGS[0][0])
+@pytest.mark.parametrize("config", CAUSAL)
+def test_latent_frame_depends_only_on_past_frames(config):
+    vae = random_vae(config)
     x = video(17, 16)
     with torch.no_grad():
         base = vae.encode(x).mean  # (B, C, 5, h, w)
@@ -120,8 +138,9 @@ def test_latent_frame_depends_only_on_past_frames():
             assert (vae.encode(own).mean[:, :, i] - base[:, :, i]).abs().max() > 1e-3
 
 
-def test_first_frame_is_encoded_on_its_own():
-    vae = random_vae(CONFIGS[0][0])
+@pytest.mark.parametrize("config", CAUSAL)
+def test_first_frame_is_encoded_on_its_own(config):
+    vae = random_vae(config)
     x = video(17, 16)
     with torch.no_grad():
         clip = vae.encode(x).mean[:, :, :1]
@@ -129,8 +148,9 @@ def test_first_frame_is_encoded_on_its_own():
     torch.testing.assert_close(clip, image, rtol=0, atol=1e-5)
 
 
-def test_decoded_frames_depend_only_on_past_latents():
-    vae = random_vae(CONFIGS[0][0])
+@pytest.mark.parametrize("config", CAUSAL)
+def test_decoded_frames_depend_only_on_past_latents(config):
+    vae = random_vae(config)
     z = torch.randn(1, 4, 5, 2, 2)
     with torch.no_grad():
         base = vae.decode(z)

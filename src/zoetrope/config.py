@@ -75,6 +75,13 @@ class VAEConfig:
     temporal_downsample: int = 4  # frames -> latent frames factor (1 + 4k -> 1 + k)
     spatial_downsample: int = 8  # pixels -> latent pixels factor
     patch_size: int = 1  # fold p x p pixels into channels first (LTX-Video does this); cheap on CPU
+    # fold groups of this many frames into channels too (causal: the first frame is repeated to
+    # fill its group), so each latent frame sees its frames' pixels directly; divides
+    # temporal_downsample, whose remaining factor is done by strided causal convs
+    temporal_patch_size: int = 1
+    # > 0: a per-pixel nonlinear stem and head of this many channels around the folding, so a
+    # folded patch is no longer a linear map of a few features
+    pixel_channels: int = 0
     scaling_mean: float = 0.0  # latent normalisation: z_model = (z - mean) / std
     scaling_std: float = 1.0
     pretrained_path: str = ""  # for adapters: local directory of a diffusers model
@@ -92,12 +99,20 @@ class VAEConfig:
         if self.patch_size not in (1, 2, 4) or self.spatial_downsample % self.patch_size:
             raise ConfigError(f"vae.patch_size must be 1, 2 or 4 and divide vae.spatial_downsample="
                               f"{self.spatial_downsample}, got {self.patch_size}")
+        if (self.temporal_patch_size not in (1, 2, 4)
+                or self.temporal_downsample % self.temporal_patch_size):
+            raise ConfigError(f"vae.temporal_patch_size must be 1, 2 or 4 and divide "
+                              f"vae.temporal_downsample={self.temporal_downsample}, "
+                              f"got {self.temporal_patch_size}")
         conv_spatial = self.spatial_downsample // self.patch_size
-        steps = max(conv_spatial, self.temporal_downsample).bit_length() - 1
+        conv_temporal = self.temporal_downsample // self.temporal_patch_size
+        steps = max(conv_spatial, conv_temporal).bit_length() - 1
         if len(self.channel_mult) < steps + 1:  # one stage per resolution
             raise ConfigError(f"vae.channel_mult needs at least {steps + 1} stages for "
                               f"{self.temporal_downsample}x{self.spatial_downsample} downsampling "
                               f"with patch_size={self.patch_size}, got {len(self.channel_mult)}")
+        if self.pixel_channels < 0:
+            raise ConfigError(f"vae.pixel_channels must be >= 0, got {self.pixel_channels}")
         if min(self.latent_channels, self.base_channels, self.num_res_blocks) < 1:
             raise ConfigError("vae.latent_channels, base_channels and num_res_blocks must be >= 1")
         if self.scaling_std <= 0:

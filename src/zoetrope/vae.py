@@ -15,6 +15,12 @@ Conventions:
   Each causal conv keeps the tail of its padded input in a cache (a dict keyed by module) and
   prepends it to the next chunk; chunked results equal one-shot results up to float rounding,
   while memory stays flat in the clip length.
+- Folding (`patch_size`, `temporal_patch_size`) puts p x p pixels of r frames into channels
+  before the first conv (the first frame is repeated r - 1 times to fill its group, so it still
+  stands alone). With `pixel_channels`, a per-pixel 1x1 conv + SiLU adds nonlinear features before
+  folding, and a per-pixel SiLU head after unfolding. Without them the decoder's folded output is
+  linear in a few features per patch, and the shapes demo VAE sat for thousands of steps near
+  19 dB drawing blurred blobs of the wrong hue.
 - Norms are GroupNorm within each frame, never across time, so they are causal and
   chunk-independent too. (An RMS norm over channels at each position, as in Wan's VAE, fit
   sparse moving-square clips far slower in our tests.)
@@ -223,7 +229,7 @@ class Stage(nn.Module):
 def _resample_plan(config: VAEConfig) -> list[tuple[bool, bool]]:
     """(spatial, temporal) flags per downsampling step; time is halved at the deepest steps."""
     n_space = (config.spatial_downsample // config.patch_size).bit_length() - 1
-    n_time = config.temporal_downsample.bit_length() - 1
+    n_time = (config.temporal_downsample // config.temporal_patch_size).bit_length() - 1
     steps = max(n_space, n_time)
     return [(i < n_space, i >= steps - n_time) for i in range(steps)]
 
@@ -235,8 +241,14 @@ class Encoder(nn.Module):
         super().__init__()
         widths = [config.base_channels * m for m in config.channel_mult]
         plan = _resample_plan(config)
-        self.patch = config.patch_size
-        self.conv_in = CausalConv3d(config.in_channels * self.patch**2, widths[0])
+        self.patch, self.tpatch = config.patch_size, config.temporal_patch_size
+        # Optional per-pixel features next to the raw pixels, so the folded patch carries
+        # nonlinear functions of each pixel (e.g. "this pixel is object") rather than raw values only.
+        pixel = config.pixel_channels
+        self.pixel_in = nn.Conv3d(config.in_channels, pixel, 1) if pixel else None
+        folded = (config.in_channels + pixel) * self.tpatch * self.patch**2
+        self.conv_in = CausalConv3d(folded, widths[0],
+                                    (1, 3, 3) if pixel else (3, 3, 3))
         self.stages = nn.ModuleList(
             Stage(widths[max(i - 1, 0)], w, config.num_res_blocks,
                   Downsample(w, *plan[i]) if i < len(plan) else None)
@@ -246,8 +258,16 @@ class Encoder(nn.Module):
         self.conv_out = CausalConv3d(widths[-1], 2 * config.latent_channels)
 
     def forward(self, x: Tensor, cache: Cache | None = None) -> Tensor:
-        p = self.patch  # fold p x p pixel blocks into channels
-        x = rearrange(x, "b c t (h p) (w q) -> b (c p q) t h w", p=p, q=p)  # (B, 3pp, T, H/p, W/p)
+        if self.pixel_in is not None:
+            x = torch.cat([x, F.silu(self.pixel_in(x))], dim=1)  # (B, 3 + P, T, H, W)
+        r, p = self.tpatch, self.patch  # fold r x p x p pixel blocks into channels
+        if r > 1:
+            if cache is None or self not in cache:  # start: repeat frame 0 to fill its group
+                x = torch.cat([x[:, :, :1].expand(-1, -1, r - 1, -1, -1), x], dim=2)
+            if cache is not None:
+                cache[self] = True
+        x = rearrange(x, "b c (t r) (h p) (w q) -> b (c r p q) t h w",
+                      r=r, p=p, q=p)  # (B, crpp, T/r, H/p, W/p)
         x = self.conv_in(x, cache)  # (B, D0, T, H/p, W/p)
         for stage in self.stages:
             x = stage(x, cache)
@@ -270,16 +290,33 @@ class Decoder(nn.Module):
                   Upsample(widths[i], *plan[i - 1]) if 0 < i <= len(plan) else None)
             for i in reversed(range(len(widths))))
         self.norm_out = FrameGroupNorm(widths[0])
-        self.patch = config.patch_size
-        self.conv_out = CausalConv3d(widths[0], config.in_channels * self.patch**2)
+        self.patch, self.tpatch = config.patch_size, config.temporal_patch_size
+        # A folded patch out of conv_out is linear in a few features; with pixel_channels P, the
+        # conv also gives P features per pixel, and a per-pixel SiLU MLP adds their nonlinear
+        # correction (a sharp edge in any color is a product of "where" and "which color").
+        pixel = config.pixel_channels
+        folded = (config.in_channels + pixel) * self.tpatch * self.patch**2
+        self.conv_out = CausalConv3d(widths[0], folded,
+                                     (1, 3, 3) if pixel else (3, 3, 3))
+        self.pixel_out = nn.Conv3d(pixel, config.in_channels, 1) if pixel else None
 
     def forward(self, z: Tensor, cache: Cache | None = None) -> Tensor:
         x = self.mid(self.conv_in(z, cache), cache)  # (B, D, t, h, w)
         for stage in self.stages:
             x = stage(x, cache)
-        x = self.conv_out(F.silu(self.norm_out(x)), cache)  # (B, 3pp, T, H/p, W/p)
-        p = self.patch
-        return rearrange(x, "b (c p q) t h w -> b c t (h p) (w q)", p=p, q=p)  # (B, 3, T, H, W)
+        x = self.conv_out(F.silu(self.norm_out(x)), cache)  # (B, crpp, T/r, H/p, W/p)
+        r, p = self.tpatch, self.patch
+        x = rearrange(x, "b (c r p q) t h w -> b c (t r) (h p) (w q)",
+                      r=r, p=p, q=p)  # (B, c, T + r - 1, H, W)
+        if r > 1:
+            if cache is None or self not in cache:  # drop the copies of frame 0
+                x = x[:, :, r - 1:]
+            if cache is not None:
+                cache[self] = True
+        if self.pixel_out is None:
+            return x
+        rgb = x.shape[1] - self.pixel_out.in_channels
+        return x[:, :rgb] + self.pixel_out(F.silu(x[:, rgb:]))  # (B, 3, T, H, W)
 
 
 # --------------------------------------------------------------------------------------------
