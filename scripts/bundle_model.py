@@ -2,9 +2,9 @@
 
     python scripts/bundle_model.py runs/shapes-demo/final
 
-writes src/zoetrope/assets/shapes-demo/ (shipped with `pip install`). The DiT and text encoder are
-stored in float16 to stay small (loading upcasts to float32); the VAE stays float32 because it is
-small and its decoder is what the eye sees.
+writes src/zoetrope/assets/shapes-demo/ (shipped with `pip install`). Every component is stored in
+float16 to stay small (loading upcasts to float32); for the demo VAE this moved held-out PSNR by
+0.001 dB (30.328 -> 30.327 at 17x64x64).
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ def main(source: str) -> None:
     weights.save_pretrained(DiT.from_pretrained(source_dir / "dit"), tmp / "dit", dtype=torch.float16)
     weights.save_pretrained(load_text_encoder(source_dir / "text_encoder"), tmp / "text_encoder",
                             dtype=torch.float16)
-    CausalVAE.from_pretrained(source_dir / "vae").save_pretrained(tmp / "vae")
+    weights.save_pretrained(CausalVAE.from_pretrained(source_dir / "vae"), tmp / "vae",
+                            dtype=torch.float16)
     shutil.copy(source_dir / "pipeline.json", tmp / "pipeline.json")
     shutil.rmtree(TARGET, ignore_errors=True)
     tmp.rename(TARGET)
