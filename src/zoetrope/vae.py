@@ -234,6 +234,13 @@ def _resample_plan(config: VAEConfig) -> list[tuple[bool, bool]]:
     return [(i < n_space, i >= steps - n_time) for i in range(steps)]
 
 
+def _pointwise(conv: nn.Conv3d, x: Tensor) -> Tensor:
+    """A 1x1x1 `conv` applied along dim 1 of x (B, Cin, ...) of any rank: (B, Cout, ...)."""
+    weight = conv.weight.flatten(1)  # (Cout, Cin)
+    bias = conv.bias.view(-1, *[1] * (x.dim() - 2))
+    return torch.einsum("bi...,oi->bo...", x, weight.to(x.dtype)) + bias.to(x.dtype)
+
+
 class Encoder(nn.Module):
     """Pixels (B, 3, T, H, W) -> posterior parameters (B, 2C, t, h, w)."""
 
@@ -258,16 +265,17 @@ class Encoder(nn.Module):
         self.conv_out = CausalConv3d(widths[-1], 2 * config.latent_channels)
 
     def forward(self, x: Tensor, cache: Cache | None = None) -> Tensor:
-        if self.pixel_in is not None:
-            x = torch.cat([x, F.silu(self.pixel_in(x))], dim=1)  # (B, 3 + P, T, H, W)
         r, p = self.tpatch, self.patch  # fold r x p x p pixel blocks into channels
         if r > 1:
             if cache is None or self not in cache:  # start: repeat frame 0 to fill its group
                 x = torch.cat([x[:, :, :1].expand(-1, -1, r - 1, -1, -1), x], dim=2)
             if cache is not None:
                 cache[self] = True
-        x = rearrange(x, "b c (t r) (h p) (w q) -> b (c r p q) t h w",
-                      r=r, p=p, q=p)  # (B, crpp, T/r, H/p, W/p)
+        x = rearrange(x, "b c (t r) (h p) (w q) -> b c (r p q) t h w",
+                      r=r, p=p, q=p)  # (B, 3, rpp, T/r, H/p, W/p)
+        if self.pixel_in is not None:  # per-pixel features, computed on the folded raw pixels
+            x = torch.cat([x, F.silu(_pointwise(self.pixel_in, x))], dim=1)  # (B, 3 + P, ...)
+        x = x.flatten(1, 2)  # (B, crpp, T/r, H/p, W/p)
         x = self.conv_in(x, cache)  # (B, D0, T, H/p, W/p)
         for stage in self.stages:
             x = stage(x, cache)
@@ -306,17 +314,18 @@ class Decoder(nn.Module):
             x = stage(x, cache)
         x = self.conv_out(F.silu(self.norm_out(x)), cache)  # (B, crpp, T/r, H/p, W/p)
         r, p = self.tpatch, self.patch
-        x = rearrange(x, "b (c r p q) t h w -> b c (t r) (h p) (w q)",
-                      r=r, p=p, q=p)  # (B, c, T + r - 1, H, W)
+        x = rearrange(x, "b (c n) t h w -> b c n t h w", n=r * p * p)  # (B, c, rpp, T/r, H/p, W/p)
+        if self.pixel_out is not None:  # per-pixel head, applied before unfolding (same result)
+            rgb = x.shape[1] - self.pixel_out.in_channels
+            x = x[:, :rgb] + _pointwise(self.pixel_out, F.silu(x[:, rgb:]))
+        x = rearrange(x, "b c (r p q) t h w -> b c (t r) (h p) (w q)",
+                      r=r, p=p, q=p)  # (B, 3, T + r - 1, H, W)
         if r > 1:
             if cache is None or self not in cache:  # drop the copies of frame 0
                 x = x[:, :, r - 1:]
             if cache is not None:
                 cache[self] = True
-        if self.pixel_out is None:
-            return x
-        rgb = x.shape[1] - self.pixel_out.in_channels
-        return x[:, :rgb] + self.pixel_out(F.silu(x[:, rgb:]))  # (B, 3, T, H, W)
+        return x
 
 
 # --------------------------------------------------------------------------------------------
