@@ -80,7 +80,8 @@ class VAEConfig:
     # temporal_downsample, whose remaining factor is done by strided causal convs
     temporal_patch_size: int = 1
     # > 0: a per-pixel nonlinear stem and head of this many channels around the folding, so a
-    # folded patch is no longer a linear map of a few features
+    # folded patch is no longer a linear map of a few features; the (wide) convs next to the
+    # folding then use 1x3x3 kernels instead of 3x3x3, to keep their cost down
     pixel_channels: int = 0
     scaling_mean: float = 0.0  # latent normalisation: z_model = (z - mean) / std
     scaling_std: float = 1.0

@@ -17,8 +17,9 @@ Conventions:
   while memory stays flat in the clip length.
 - Folding (`patch_size`, `temporal_patch_size`) puts p x p pixels of r frames into channels
   before the first conv (the first frame is repeated r - 1 times to fill its group, so it still
-  stands alone). With `pixel_channels`, a per-pixel 1x1 conv + SiLU adds nonlinear features before
-  folding, and a per-pixel SiLU head after unfolding. Without them the decoder's folded output is
+  stands alone). With `pixel_channels`, a per-pixel 1x1 conv + SiLU adds nonlinear features next
+  to each pixel's raw values, and a per-pixel SiLU head corrects each output pixel (both run on the
+  folded tensor, which is the same math per pixel). Without them the decoder's folded output is
   linear in a few features per patch, and the shapes demo VAE sat for thousands of steps near
   19 dB drawing blurred blobs of the wrong hue.
 - Norms are GroupNorm within each frame, never across time, so they are causal and
