@@ -12,7 +12,7 @@ from zoetrope.data import cache as cache_module
 from zoetrope.data.cache import CacheError, LatentCache, encode_dataset
 from zoetrope.data.shapes import ShapesWorld
 from zoetrope.text import build_text_encoder
-from zoetrope.train import build_dataset, to_video, train
+from zoetrope.train import Trainer, build_dataset, to_video, train
 from zoetrope.vae import CausalVAE
 
 TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny.toml"
@@ -177,3 +177,35 @@ def test_dit_trains_on_a_cache_without_the_vae_encoder(vae_dir, vae, tmp_path, m
     CausalVAE(load_recipe(TINY, ["--vae.scaling_std=3"]).vae).save_pretrained(other)
     with pytest.raises(ConfigError, match="another VAE than train.vae_path"):
         build_dataset(load_recipe(TINY, overrides + [f"--train.vae_path={other}"]))
+
+
+def test_train_latent_cache_encodes_once_and_trains_on_the_latents(vae_dir, vae, tmp_path, monkeypatch):
+    recipe = load_recipe(TINY, ["--train.model=dit", f"--train.vae_path={vae_dir}", "--train.steps=2",
+                                "--train.latent_cache=3"])
+    trainer = Trainer(recipe, tmp_path / "run", progress=False)
+    assert isinstance(trainer.dataset, LatentCache) and len(trainer.dataset) == 3
+    frames_world = build_dataset(recipe)  # what the cache stands for: the recipe's own samples
+    for index in range(5):  # 3 and 4 wrap around to 0 and 1 (a second epoch)
+        frames, caption = frames_world.sample(index % 3)
+        latent, cached_caption = trainer.dataset.sample(index)
+        assert cached_caption == caption
+        torch.testing.assert_close(latent, vae.encode_latent(to_video(frames))[0])
+    trainer.run()
+
+    def no_encoding(*args, **kwargs):
+        raise AssertionError("the VAE encoder ran again on a resumed run")
+
+    monkeypatch.setattr(CausalVAE, "encode", no_encoding)  # resuming reuses the finished cache
+    more = load_recipe(TINY, ["--train.model=dit", f"--train.vae_path={vae_dir}", "--train.steps=3",
+                              "--train.latent_cache=3"])
+    assert (train(more, tmp_path / "run", progress=False) / "dit" / "model.safetensors").is_file()
+
+    for i, (extra, message) in enumerate([(["--train.latent_cache=-1"], "must be >= 0"),
+                           (["--data.dataset=cache", f"--data.path={tmp_path / 'run' / 'latents'}"],
+                            "already holds latents")]):
+        with pytest.raises(ConfigError, match=message):
+            Trainer(load_recipe(TINY, ["--train.model=dit", f"--train.vae_path={vae_dir}",
+                                       "--train.latent_cache=3", *extra]), tmp_path / f"bad{i}", progress=False)
+    with pytest.raises(ConfigError, match="for DiT training"):
+        Trainer(load_recipe(TINY, ["--train.model=vae", "--train.latent_cache=3"]), tmp_path / "v",
+                progress=False)

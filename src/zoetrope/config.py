@@ -195,6 +195,9 @@ class TrainConfig:
     kl_weight: float = 1e-6  # VAE loss: KL term weight
     sizes: list[list[int]] = field(default_factory=list)  # [frames, h, w] for this stage ([] = data.sizes)
     first_frame_cond: float = 0.0  # DiT: probability a clip's first latent frame is given clean (i2v)
+    # DiT: > 0 encodes dataset samples 0..N-1 once into RUN_DIR/latents and trains on them, sample
+    # k being latent k mod N (epochs); 0 encodes every batch with the VAE on the fly.
+    latent_cache: int = 0
 
 
 @dataclass

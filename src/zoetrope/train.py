@@ -203,7 +203,8 @@ def encode_latents(vae, samples: list, device: torch.device) -> list[Tensor]:
             by_size.setdefault(tuple(frames.shape), []).append(i)
     for idx in by_size.values():
         video = torch.cat([to_video(samples[i][0]) for i in idx]).to(device)
-        z = vae.encode_latent(video)
+        with torch.autocast(device.type, enabled=False):  # fp32: on CPU 1.6x faster than bf16 here
+            z = vae.encode_latent(video)
         for j, i in enumerate(idx):
             out[i] = z[j].float()
     return out  # type: ignore[return-value]
@@ -311,8 +312,12 @@ class Trainer:
         if self.cfg.model == "dit":
             self.vae = load_frozen_vae(self.cfg.vae_path, self.d.device)
             channels = self.vae.latent_shape(*self._first_size())[0]
+            if self.cfg.latent_cache:
+                self.dataset = self._latent_cache()
             self.module = DiTTrainee(recipe, channels).to(self.d.device)
         elif self.cfg.model == "vae":
+            if self.cfg.latent_cache:
+                raise ConfigError("train.latent_cache is for DiT training; set it to 0 for the VAE")
             self.module = CausalVAE(recipe.vae).to(self.d.device)
         else:
             raise ConfigError(f"unknown train.model {self.cfg.model!r}; valid: vae, dit, vae+dit")
@@ -327,6 +332,21 @@ class Trainer:
 
     def _first_size(self) -> tuple[int, int, int]:
         return tuple(self.recipe.data.sizes[0])  # type: ignore[return-value]
+
+    def _latent_cache(self):
+        """Encode samples 0..latent_cache-1 into RUN_DIR/latents once (rank 0; a rerun continues
+        it) and serve them as the dataset: the VAE encoder then costs nothing per step."""
+        from .data.cache import LatentCache, encode_dataset
+        count, out = self.cfg.latent_cache, self.run_dir / "latents"
+        if count < 0:
+            raise ConfigError(f"train.latent_cache must be >= 0, got {count}")
+        if self.recipe.data.dataset == "cache":
+            raise ConfigError("train.latent_cache: data.dataset = \"cache\" already holds latents")
+        if self.d.main:
+            encode_dataset(self.dataset, self.vae, out, count, batch_size=32, progress=self.progress)
+        if dist.is_initialized():
+            dist.barrier()
+        return LatentCache(out)
 
     def _check_run_dir(self) -> None:
         """A run directory belongs to one recipe; only the step counts may change on resume.
