@@ -61,12 +61,14 @@ def test_run_eval_ground_truth_all_pass(tmp_path):
                       progress=False)
     totals = report["totals"]
     assert totals["pass_rate"] == 1.0 and totals["passed"] == 14
+    assert totals["followed"] == totals["intact"] == totals["followed_and_intact"] == 14
     assert all(a["accuracy"] == 1.0 and a["judged"] == 14 for a in totals["attributes"].values())
     assert all(e["clips"] == 0 for e in totals["errors"].values())
     assert [r["size"] for r in report["clips"][:2]] == [list(s) for s in sizes]  # round-robin
     saved = json.loads((tmp_path / "gt" / "report.json").read_text())
     assert saved["totals"] == totals and len(saved["clips"]) == 14
     md = (tmp_path / "gt" / "report.md").read_text()
+    assert "**Followed and intact: 100.0%** (14 / 14)" in md
     assert "**Pass rate: 100.0%** (14 / 14)" in md and "| vanishing | 0 | 0.0% | 0 |" in md
     height, width = read_png_size(tmp_path / "gt" / "contact_sheet.png")
     assert height > 4 * 64 and width > 4 * 4 * 64  # 4 rows (14 clips / 4 columns), 4 frames each
@@ -93,6 +95,9 @@ def test_run_eval_catches_corrupted_clips(tmp_path):
     assert failed == bad
     totals = report["totals"]
     assert totals["pass_rate"] == 5 / 8
+    # 6 has the wrong colour; 2 vanishes and 5 jumps: neither counts as intact
+    assert (totals["followed"], totals["intact"], totals["followed_and_intact"]) == (7, 6, 5)
+    assert totals["followed_and_intact_rate"] == 5 / 8
     assert totals["errors"]["vanishing"]["clips"] >= 1
     assert report["clips"][2]["critique"]["errors"]["vanishing"] == [8]
     assert totals["attributes"]["color"]["correct"] == 7

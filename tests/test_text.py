@@ -67,12 +67,12 @@ def test_toy_save_load_round_trip(tmp_path):
     assert ToyTextEncoder(loaded.config).config.vocab == enc.config.vocab  # idempotent
 
 
-def test_toy_is_trainable_and_configs_are_checked():
-    enc = toy()
+def test_toy_is_frozen_unless_trainable_and_configs_are_checked():
+    enc = toy(trainable=True)
     tokens, mask = enc(["a red circle"])
     tokens[mask].sum().backward()
     assert enc.token_embed.weight.grad is not None
-    assert not any(p.requires_grad for p in toy(trainable=False).parameters())
+    assert not any(p.requires_grad for p in toy().parameters())  # the default: frozen
     with pytest.raises(ConfigError, match="num_heads"):
         build_text_encoder(TextConfig(dim=30, num_heads=4))
     with pytest.raises(ConfigError, match="unknown text.kind"):

@@ -117,7 +117,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
                       vocabulary=args.vocabulary, batch_size=args.batch_size)
     totals = report["totals"]
     print(json.dumps(totals, indent=2) if args.json else
-          f"{totals.get('pass_rate', 0) * 100:.1f}% of {args.clips} clips pass; report in {args.out}")
+          f"{totals['pass_rate'] * 100:.1f}% of {args.clips} clips pass; "
+          f"{totals['followed_and_intact_rate'] * 100:.1f}% follow the prompt with every object "
+          f"intact; report in {args.out}")
 
 
 def cmd_train(args: argparse.Namespace) -> int:

@@ -124,14 +124,17 @@ class VAEConfig:
 class TextConfig:
     """Text encoder behind one interface: prompts -> (tokens (B, L, D), mask (B, L))."""
 
-    kind: str = "toy"  # "toy" (small, trainable), "minilm", "t5", "clip"
+    kind: str = "toy"  # "toy" (small, optionally trainable), "minilm", "t5", "clip"
     dim: int = 128  # output width of the toy encoder
     depth: int = 2  # toy encoder transformer layers
     num_heads: int = 4  # toy encoder attention heads
     max_length: int = 32  # tokens per prompt (longer prompts are truncated)
     vocab: list[str] = field(default_factory=list)  # toy encoder word vocabulary ([] = built-in)
     path: str = ""  # local directory of pretrained weights (t5, clip)
-    trainable: bool = True  # whether the trainer updates the text encoder
+    # Whether the trainer updates the toy encoder (pretrained ones are always frozen). Off by
+    # default: trained jointly with the DiT on the shapes world, the toy encoder mapped "left" and
+    # "right" to nearly the same vector; at its seeded random init every word stays distinct.
+    trainable: bool = False
 
 
 @dataclass

@@ -4,7 +4,9 @@
 width)) -> uint8 (B, T, H, W, 3)` in small batches, judges every clip with `critic.critique` and
 writes a report directory:
 
-  report.json        totals (pass rate, per-attribute accuracy, per-error-kind counts and rates)
+  report.json        totals (pass rate; clips with every attribute right and no object vanishing,
+                     duplicating, morphing or teleporting; per-attribute accuracy; per-error-kind
+                     counts and rates)
                      and one record per clip
   report.md          the same as markdown tables, plus the clip list in contact-sheet order
   contact_sheet.png  a grid of clips (a few frames each), framed green (passed) or red (failed),
@@ -38,6 +40,9 @@ SHEET_FRAMES = 4  # frames shown per clip on the contact sheet
 SHEET_COLUMNS = 4  # clips per contact-sheet row
 SHEET_MAX_CLIPS = 256  # bounds the sheet's size; the report lists every clip anyway
 PASS_RGB, FAIL_RGB = (0, 200, 0), (220, 0, 0)
+# "Followed and intact": every attribute right and no object vanishing, splitting, morphing or
+# jumping. Looser than a pass, which also rules out speed changes and bad bounces.
+INTACT_KINDS = ("vanishing", "duplicate", "morphing", "teleport")
 
 # 3x5 bitmap digits (rows top to bottom), enough to number the clips without a font file.
 _DIGITS = ["111101101101111", "010110010010111", "111001111100111", "111001111001111",
@@ -168,7 +173,11 @@ def _totals(records: list[dict]) -> dict:
                         "rate": len(hit) / len(checked) if checked else None,
                         "frames": sum(len(r["critique"]["errors"][kind]) for r in hit)}
     passed = sum(r["passed"] for r in records)
-    return {"clips": n, "passed": passed, "pass_rate": passed / n,
+    followed = [all(v is not False for v in r["critique"]["adherence"].values()) for r in records]
+    intact = [not any(r["critique"]["errors"].get(k) for k in INTACT_KINDS) for r in records]
+    both = sum(f and i for f, i in zip(followed, intact))
+    return {"clips": n, "passed": passed, "pass_rate": passed / n, "followed": sum(followed),
+            "intact": sum(intact), "followed_and_intact": both, "followed_and_intact_rate": both / n,
             "attributes": attributes, "errors": errors}
 
 
@@ -183,7 +192,11 @@ def _markdown(report: dict) -> str:
              f"{t['clips']} clips, vocabulary `{cfg['vocabulary']}`, seed {cfg['seed']}, sizes "
              + ", ".join("x".join(map(str, s)) for s in cfg["sizes"]) + " (frames x H x W).", "",
              f"**Pass rate: {_pct(t['pass_rate'])}** ({t['passed']} / {t['clips']}): "
-             "a clip passes when every attribute is right and no physics error is found.", ""]
+             "a clip passes when every attribute is right and no physics error is found.", "",
+             f"**Followed and intact: {_pct(t['followed_and_intact_rate'])}** "
+             f"({t['followed_and_intact']} / {t['clips']}): every attribute right "
+             f"({t['followed']} clips) and no object {', '.join(INTACT_KINDS)} ({t['intact']} clips).",
+             ""]
     for name, a in t["attributes"].items():
         lines += [f"## {name}", ""]
         if a is None:

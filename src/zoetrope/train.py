@@ -3,7 +3,7 @@
 `train(recipe, run_dir)` trains what `recipe.train.model` names:
 
 - "vae": the causal video VAE on clips of the recipe's dataset;
-- "dit": the DiT (and a trainable text encoder) on latents of a frozen VAE (`train.vae_path`);
+- "dit": the DiT (and the text encoder if `text.trainable`) on latents of a frozen VAE (`train.vae_path`);
 - "vae+dit": both, in sequence: `RUN_DIR/vae/` then `RUN_DIR/dit/`, and the pipeline is
   exported to `RUN_DIR/final/`.
 
