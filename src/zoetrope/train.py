@@ -556,9 +556,15 @@ class Trainer:
 
     # ---- export ------------------------------------------------------------------------
 
-    def ema_module(self) -> nn.Module:
-        """A plain (unwrapped, unsharded) copy of the trained module carrying the EMA weights."""
+    def ema_module(self) -> nn.Module | None:
+        """A plain (unwrapped, unsharded) copy of the trained module carrying the EMA weights.
+
+        Every rank must call it (gathering is collective); only rank 0 gets the module, as only it
+        receives the full model state dict (frozen weights, such as a frozen text encoder's, have
+        no EMA to fall back on elsewhere)."""
         model, ema, _ = self.state_dicts(optimizer=False)  # export needs no optimizer state
+        if not self.d.main:
+            return None
         with torch.device("cpu"):
             fresh = DiTTrainee(self.recipe, unwrap(self.module).dit.config.in_channels) \
                 if self.vae is not None else CausalVAE(self.recipe.vae)
