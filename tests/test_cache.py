@@ -179,9 +179,9 @@ def test_dit_trains_on_a_cache_without_the_vae_encoder(vae_dir, vae, tmp_path, m
         build_dataset(load_recipe(TINY, overrides + [f"--train.vae_path={other}"]))
 
 
-def test_train_latent_cache_encodes_once_and_trains_on_the_latents(vae_dir, vae, tmp_path, monkeypatch):
-    recipe = load_recipe(TINY, ["--train.model=dit", f"--train.vae_path={vae_dir}", "--train.steps=2",
-                                "--train.latent_cache=3"])
+def test_train_latent_cache_encodes_once_and_trains_on_it(vae_dir, vae, tmp_path, monkeypatch):
+    dit = ["--train.model=dit", f"--train.vae_path={vae_dir}"]
+    recipe = load_recipe(TINY, [*dit, "--train.steps=2", "--train.latent_cache=3"])
     trainer = Trainer(recipe, tmp_path / "run", progress=False)
     assert isinstance(trainer.dataset, LatentCache) and len(trainer.dataset) == 3
     frames_world = build_dataset(recipe)  # what the cache stands for: the recipe's own samples
@@ -196,16 +196,15 @@ def test_train_latent_cache_encodes_once_and_trains_on_the_latents(vae_dir, vae,
         raise AssertionError("the VAE encoder ran again on a resumed run")
 
     monkeypatch.setattr(CausalVAE, "encode", no_encoding)  # resuming reuses the finished cache
-    more = load_recipe(TINY, ["--train.model=dit", f"--train.vae_path={vae_dir}", "--train.steps=3",
-                              "--train.latent_cache=3"])
+    more = load_recipe(TINY, [*dit, "--train.steps=3", "--train.latent_cache=3"])
     assert (train(more, tmp_path / "run", progress=False) / "dit" / "model.safetensors").is_file()
 
     for i, (extra, message) in enumerate([(["--train.latent_cache=-1"], "must be >= 0"),
                            (["--data.dataset=cache", f"--data.path={tmp_path / 'run' / 'latents'}"],
                             "already holds latents")]):
         with pytest.raises(ConfigError, match=message):
-            Trainer(load_recipe(TINY, ["--train.model=dit", f"--train.vae_path={vae_dir}",
-                                       "--train.latent_cache=3", *extra]), tmp_path / f"bad{i}", progress=False)
+            bad = load_recipe(TINY, [*dit, "--train.latent_cache=3", *extra])
+            Trainer(bad, tmp_path / f"bad{i}", progress=False)
     with pytest.raises(ConfigError, match="for DiT training"):
         Trainer(load_recipe(TINY, ["--train.model=vae", "--train.latent_cache=3"]), tmp_path / "v",
                 progress=False)

@@ -177,8 +177,8 @@ def _totals(records: list[dict]) -> dict:
     intact = [not any(r["critique"]["errors"].get(k) for k in INTACT_KINDS) for r in records]
     both = sum(f and i for f, i in zip(followed, intact))
     return {"clips": n, "passed": passed, "pass_rate": passed / n, "followed": sum(followed),
-            "intact": sum(intact), "followed_and_intact": both, "followed_and_intact_rate": both / n,
-            "attributes": attributes, "errors": errors}
+            "intact": sum(intact), "followed_and_intact": both,
+            "followed_and_intact_rate": both / n, "attributes": attributes, "errors": errors}
 
 
 def _pct(x: float | None) -> str:
@@ -195,7 +195,8 @@ def _markdown(report: dict) -> str:
              "a clip passes when every attribute is right and no physics error is found.", "",
              f"**Followed and intact: {_pct(t['followed_and_intact_rate'])}** "
              f"({t['followed_and_intact']} / {t['clips']}): every attribute right "
-             f"({t['followed']} clips) and no object {', '.join(INTACT_KINDS)} ({t['intact']} clips).",
+             f"({t['followed']} clips) and no object {', '.join(INTACT_KINDS)} "
+             f"({t['intact']} clips).",
              ""]
     for name, a in t["attributes"].items():
         lines += [f"## {name}", ""]

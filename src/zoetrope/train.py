@@ -3,7 +3,8 @@
 `train(recipe, run_dir)` trains what `recipe.train.model` names:
 
 - "vae": the causal video VAE on clips of the recipe's dataset;
-- "dit": the DiT (and the text encoder if `text.trainable`) on latents of a frozen VAE (`train.vae_path`);
+- "dit": the DiT (and the text encoder if `text.trainable`) on latents of a frozen VAE
+  (`train.vae_path`), encoded every step or once into a latent cache (`train.latent_cache`);
 - "vae+dit": both, in sequence: `RUN_DIR/vae/` then `RUN_DIR/dit/`, and the pipeline is
   exported to `RUN_DIR/final/`.
 
@@ -343,7 +344,8 @@ class Trainer:
         if self.recipe.data.dataset == "cache":
             raise ConfigError("train.latent_cache: data.dataset = \"cache\" already holds latents")
         if self.d.main:
-            encode_dataset(self.dataset, self.vae, out, count, batch_size=32, progress=self.progress)
+            encode_dataset(self.dataset, self.vae, out, count, batch_size=32,
+                           progress=self.progress)
         if dist.is_initialized():
             dist.barrier()
         return LatentCache(out)
