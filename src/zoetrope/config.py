@@ -199,7 +199,8 @@ class TrainConfig:
     sizes: list[list[int]] = field(default_factory=list)  # [frames, h, w] for this stage ([] = data.sizes)
     first_frame_cond: float = 0.0  # DiT: probability a clip's first latent frame is given clean (i2v)
     # DiT: > 0 encodes dataset samples 0..N-1 once into RUN_DIR/latents and trains on them, sample
-    # k being latent k mod N (epochs); 0 encodes every batch with the VAE on the fly.
+    # k being latent k mod N (epochs); 0 encodes every batch with the VAE on the fly. Ignored
+    # when data.dataset = "cache" (already latents).
     latent_cache: int = 0
 
 

@@ -313,7 +313,7 @@ class Trainer:
         if self.cfg.model == "dit":
             self.vae = load_frozen_vae(self.cfg.vae_path, self.d.device)
             channels = self.vae.latent_shape(*self._first_size())[0]
-            if self.cfg.latent_cache:
+            if self.cfg.latent_cache and recipe.data.dataset != "cache":  # else: latents already
                 self.dataset = self._latent_cache()
             self.module = DiTTrainee(recipe, channels).to(self.d.device)
         elif self.cfg.model == "vae":
@@ -341,8 +341,6 @@ class Trainer:
         count, out = self.cfg.latent_cache, self.run_dir / "latents"
         if count < 0:
             raise ConfigError(f"train.latent_cache must be >= 0, got {count}")
-        if self.recipe.data.dataset == "cache":
-            raise ConfigError("train.latent_cache: data.dataset = \"cache\" already holds latents")
         if self.d.main:
             encode_dataset(self.dataset, self.vae, out, count, batch_size=32,
                            progress=self.progress)
