@@ -484,15 +484,20 @@ class Critique:
         return out
 
     @property
+    def followed(self) -> bool:
+        """True when every applicable attribute (color, shape, direction) is right."""
+        return all(v is not False for v in self.adherence.values())
+
+    @property
     def passed(self) -> bool:
         """True when every applicable attribute is right and no error was found."""
-        return (all(v is not False for v in self.adherence.values())
-                and not any(self.errors.values()))
+        return self.followed and not any(self.errors.values())
 
     def to_dict(self) -> dict:
         """Plain JSON-ready dict, including the derived verdicts."""
         d = asdict(self)
-        d.update(passed=self.passed, adherence=self.adherence, errors=self.errors)
+        d.update(passed=self.passed, followed=self.followed, adherence=self.adherence,
+                 errors=self.errors)
         return d
 
     def summary(self) -> str:

@@ -173,7 +173,7 @@ def _totals(records: list[dict]) -> dict:
                         "rate": len(hit) / len(checked) if checked else None,
                         "frames": sum(len(r["critique"]["errors"][kind]) for r in hit)}
     passed = sum(r["passed"] for r in records)
-    followed = [all(v is not False for v in r["critique"]["adherence"].values()) for r in records]
+    followed = [r["critique"]["followed"] for r in records]
     intact = [not any(r["critique"]["errors"].get(k) for k in INTACT_KINDS) for r in records]
     both = sum(f and i for f, i in zip(followed, intact))
     return {"clips": n, "passed": passed, "pass_rate": passed / n, "followed": sum(followed),
