@@ -344,3 +344,17 @@ def test_classifier_free_guidance():
     out = classifier_free_guidance(lambda x2, t2: both, 3.0)(x, t)
     assert torch.allclose(out[:, :D], uncond + 3.0 * (cond - uncond))
     assert torch.equal(out[:, D:], var_c)
+
+
+def test_guidance_interval_guides_only_rows_inside_it():
+    x = randn(N, D, seed=1)
+    cond, uncond = randn(N, D, seed=3), randn(N, D, seed=4)
+    t = torch.linspace(0, 1, N)  # one time per row (packed tokens at different noise levels)
+    inside = (t >= 0.25) & (t <= 0.75)
+    assert 0 < inside.sum() < N
+    want = torch.where(inside[:, None], uncond + 5.0 * (cond - uncond), cond)
+    fn = classifier_free_guidance(lambda x2, t2: torch.cat([cond, uncond]), 5.0, (0.25, 0.75))
+    assert torch.allclose(fn(x, t), want)
+    # DDPM-style integer steps are read as t / time_scale
+    fn = classifier_free_guidance(lambda x2, t2: torch.cat([cond, uncond]), 5.0, (0.25, 0.75), 1000.0)
+    assert torch.allclose(fn(x, (t * 1000).round()), want)

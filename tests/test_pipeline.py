@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from zoetrope.cli import main
-from zoetrope.config import DiffusionConfig, DiTConfig, Recipe, TextConfig, VAEConfig
+from zoetrope.config import ConfigError, DiffusionConfig, DiTConfig, Recipe, TextConfig, VAEConfig
 from zoetrope.pipeline import TextToVideoPipeline, VideoOutput, preview_gif
 from zoetrope.weights import WeightsError
 
@@ -131,6 +131,21 @@ def test_first_frame_is_kept_clean(pipe):
     assert not np.array_equal(a[1:], b[1:])
     with pytest.raises(ValueError, match="nothing to generate"):
         run(pipe, num_frames=1, first_frame=image)
+
+
+def test_guidance_interval_limits_guidance_to_its_noise_levels(pipe, tmp_path):
+    # 2 Euler steps visit t = 1 and one t < 0.5: an interval holding neither is plain conditional
+    # sampling, one holding only t = 1 guides the first step alone
+    plain, full = run(pipe, guidance_scale=1.0).frames, run(pipe).frames
+    nowhere = tiny_pipeline(guidance_interval=(0.0, 0.01))
+    assert np.array_equal(run(nowhere).frames, plain)
+    first = tiny_pipeline(guidance_interval=(0.9, 1.0))
+    out = run(first).frames
+    assert not np.array_equal(out, plain) and not np.array_equal(out, full)
+    first.save_pretrained(tmp_path)  # kept in pipeline.json
+    assert np.array_equal(run(TextToVideoPipeline.from_pretrained(tmp_path)).frames, out)
+    with pytest.raises(ConfigError, match="guidance_interval"):
+        DiffusionConfig(guidance_interval=(0.5, 0.5))
 
 
 @pytest.mark.parametrize("sampler", ["ddim", "ddpm"])

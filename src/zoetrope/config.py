@@ -154,7 +154,18 @@ class DiffusionConfig:
     timestep_spacing: str = "linspace"  # DDPM / DDIM respacing: "linspace", "leading", "trailing"
     eta: float = 0.0  # DDIM noise scale (0 deterministic, 1 = DDPM-like)
     guidance_scale: float = 4.0  # classifier-free guidance; 1 disables it
+    # guide only at noise levels t in [lo, hi] (t = 0 clean, 1 noise; DDPM steps count as
+    # t / num_train_timesteps), elsewhere the conditional prediction alone: guidance in a limited
+    # interval (Kynkaenniemi et al., arXiv 2404.07724)
+    guidance_interval: tuple[float, float] = (0.0, 1.0)
     text_dropout: float = 0.1  # probability of dropping the prompt in training (for CFG)
+
+    def __post_init__(self) -> None:
+        self.guidance_interval = tuple(float(v) for v in self.guidance_interval)  # type: ignore[assignment]
+        lo, hi = self.guidance_interval if len(self.guidance_interval) == 2 else (1.0, 0.0)
+        if not 0.0 <= lo < hi <= 1.0:
+            raise ConfigError(f"diffusion.guidance_interval must be [lo, hi] with 0 <= lo < hi <= 1, "
+                              f"got {list(self.guidance_interval)}")
 
 
 @dataclass
@@ -241,7 +252,7 @@ DIT_PRESETS: dict[str, DiTConfig] = {
 DIT_PRESETS.update({
     # Text-to-video presets: 3D RoPE, QK-norm, text cross-attention.
     "tiny": DiTConfig(in_channels=4, dim=64, depth=2, num_heads=4, text_dim=32),
-    "shapes-demo": DiTConfig(in_channels=8, dim=256, depth=6, num_heads=4, text_dim=128),
+    "shapes-demo": DiTConfig(in_channels=16, dim=256, depth=6, num_heads=4, text_dim=128),
     "small": DiTConfig(in_channels=16, dim=384, depth=12, num_heads=6, text_dim=768),
     "base": DiTConfig(in_channels=16, dim=768, depth=12, num_heads=12, text_dim=768),
     "large": DiTConfig(in_channels=16, dim=1024, depth=24, num_heads=16, text_dim=4096),
@@ -254,7 +265,7 @@ PRESET_INPUTS: dict[str, tuple[int, int, int, int]] = {
 }
 PRESET_INPUTS.update({
     "tiny": (4, 3, 8, 8),
-    "shapes-demo": (8, 5, 8, 8),  # 17 frames of 64x64 through a 4x8x8 VAE
+    "shapes-demo": (16, 5, 8, 8),  # 17 frames of 64x64 through a 4x8x8 VAE
     "small": (16, 5, 32, 32),
     "base": (16, 5, 32, 32),
     "large": (16, 9, 60, 90),
