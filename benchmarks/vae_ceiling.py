@@ -1,0 +1,72 @@
+"""How much of the prompt-following score the VAE alone allows: the critic on VAE reconstructions.
+
+    python benchmarks/vae_ceiling.py                              # the bundled model's VAE
+    python benchmarks/vae_ceiling.py runs/demo/vae/final/vae --size 17x64x64 --size 17x48x80
+
+For the same balanced prompts `zoetrope eval` uses (every color x shape x direction once in 84),
+each clip is rendered by the shapes world with exactly that color, shape and direction, encoded to
+the posterior mean, decoded, and judged by `critique` against its prompt. A DiT sampling through
+this VAE cannot beat the reconstructions' scores (the renders themselves score 100%), so a low
+number here points at the VAE, not the DiT. Also printed: PSNR of the reconstructions.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from zoetrope.critic import critique
+from zoetrope.data.shapes import render_clip
+from zoetrope.eval import INTACT_KINDS, build_prompts
+from zoetrope.pipeline import BUNDLED_MODEL
+from zoetrope.vae import CausalVAE
+
+
+def measure(vae: CausalVAE, size: tuple[int, int, int], clips: int, seed: int) -> dict:
+    """Critic counts (followed, followed and intact, passed) and PSNR over `clips` reconstructions."""
+    counts: Counter = Counter()
+    errors: Counter = Counter()
+    mse = []
+    for i, prompt in enumerate(tqdm(build_prompts(clips, seed), desc=f"{size}", leave=False)):
+        _, color, shape, _, direction = prompt.split()
+        frames = render_clip(*size, color=color, shape=shape, direction=direction,
+                             seed=seed * 100_003 + i).frames  # (T, H, W, 3) uint8
+        x = torch.from_numpy(frames).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
+        with torch.no_grad():
+            y = vae.decode_latent(vae.encode_latent(x)).clamp(-1, 1)
+        mse.append((y - x).pow(2).mean().item() / 4)  # in [0, 1] pixel units
+        rec = ((y[0] + 1) * 127.5).round().byte().permute(1, 2, 3, 0).numpy()
+        c = critique(rec, prompt)
+        intact = not any(c.errors[k] for k in INTACT_KINDS)
+        counts.update(followed=c.followed, intact=c.followed and intact, passed=c.passed)
+        errors.update(k for k, frames_hit in c.errors.items() if frames_hit)
+    return {"counts": counts, "errors": errors, "psnr": float(-10 * np.log10(np.mean(mse)))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("vae", nargs="?", default=str(BUNDLED_MODEL / "vae"),
+                        help="VAE directory (default: the bundled model's)")
+    parser.add_argument("--size", action="append", help="FRAMESxHEIGHTxWIDTH, repeatable "
+                        "(default 17x64x64)")
+    parser.add_argument("--clips", type=int, default=84, help="clips per size (84 = every prompt once)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    vae = CausalVAE.from_pretrained(Path(args.vae)).float()
+    print(f"VAE {args.vae}: critic on reconstructions of {args.clips} rendered clips per size")
+    for text in args.size or ["17x64x64"]:
+        size = tuple(int(v) for v in text.split("x"))
+        r = measure(vae, size, args.clips, args.seed)
+        n, c = args.clips, r["counts"]
+        errs = ", ".join(f"{k} {v}" for k, v in r["errors"].most_common()) or "none"
+        print(f"  {text}: PSNR {r['psnr']:.2f} dB; all attributes right {c['followed']}/{n}, "
+              f"and intact {c['intact']}/{n}, no error {c['passed']}/{n}; errors: {errs}")
+
+
+if __name__ == "__main__":
+    main()
