@@ -81,8 +81,10 @@ def main(argv: list[str] | None = None) -> None:
     for phase, label in labels.items():
         share = 100 * median[phase] / median["total"]
         print(f"  {label:14} {median[phase] * 1e3:9.1f} ms  {share:5.1f}%")
-    print(f"  per DiT step   {median['denoise'] / steps * 1e3:9.1f} ms"
-          f"  ({'one batched cond+uncond call' if scale != 1 else 'conditional only'})")
+    lo, hi = pipe.diffusion.guidance_interval
+    how = ("conditional only" if scale == 1 else "cond+uncond batched" if (lo, hi) == (0, 1) else
+           f"mean: cond+uncond batched at t in [{lo:g}, {hi:g}], conditional only elsewhere")
+    print(f"  per DiT step   {median['denoise'] / steps * 1e3:9.1f} ms  ({how})")
 
 
 if __name__ == "__main__":

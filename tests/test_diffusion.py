@@ -358,3 +358,22 @@ def test_guidance_interval_guides_only_rows_inside_it():
     # DDPM-style integer steps are read as t / time_scale
     fn = classifier_free_guidance(lambda x2, t2: torch.cat([cond, uncond]), 5.0, (0.25, 0.75), 1000.0)
     assert torch.allclose(fn(x, (t * 1000).round()), want)
+
+
+def test_guidance_interval_runs_the_conditional_branch_alone_outside_it():
+    x, cond, uncond = randn(N, D, seed=1), randn(N, D, seed=3), randn(N, D, seed=4)
+    calls = []
+
+    def double_fn(x2, t2):
+        calls.append(("both", len(x2)))
+        return torch.cat([cond, uncond])
+
+    def cond_fn(x1, t1):
+        calls.append(("cond", len(x1)))
+        return cond
+
+    fn = classifier_free_guidance(double_fn, 5.0, (0.5, 1.0), cond_fn=cond_fn)
+    assert torch.equal(fn(x, torch.full((N,), 0.3)), cond) and calls == [("cond", N)]
+    mixed = torch.linspace(0, 1, N)  # some rows inside: both branches, guided where inside
+    want = torch.where((mixed >= 0.5)[:, None], uncond + 5.0 * (cond - uncond), cond)
+    assert torch.allclose(fn(x, mixed), want) and calls[1:] == [("both", 2 * N)]

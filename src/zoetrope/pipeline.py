@@ -341,10 +341,11 @@ class TextToVideoPipeline:
         if scale == 1:
             return lambda x, t: self.dit(packed.with_tokens(x), t, text, mask)
         double = concat([packed, packed])  # samples B.. 2B-1 read text rows B.. 2B-1: the negatives
-        d = self.diffusion
+        b, d = len(packed.shapes), self.diffusion
         return classifier_free_guidance(
             lambda x, t: self.dit(double.with_tokens(x), t, text, mask), scale,
-            d.guidance_interval, 1.0 if d.objective == "flow" else d.num_train_timesteps)
+            d.guidance_interval, 1.0 if d.objective == "flow" else d.num_train_timesteps,
+            cond_fn=lambda x, t: self.dit(packed.with_tokens(x), t, text[:b], mask[:b]))
 
     def decode(self, packed: Packed) -> list[np.ndarray]:
         """Clean packed tokens -> a uint8 (T, H, W, 3) video per sample (equal sizes batched)."""
