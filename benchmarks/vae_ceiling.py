@@ -22,8 +22,9 @@ from tqdm import tqdm
 
 from zoetrope.critic import critique
 from zoetrope.data.shapes import render_clip
-from zoetrope.eval import INTACT_KINDS, build_prompts
-from zoetrope.pipeline import BUNDLED_MODEL
+from zoetrope.eval import build_prompts
+from zoetrope.pipeline import BUNDLED_MODEL, to_uint8
+from zoetrope.train import to_video
 from zoetrope.vae import CausalVAE
 
 
@@ -36,14 +37,12 @@ def measure(vae: CausalVAE, size: tuple[int, int, int], clips: int, seed: int) -
         _, color, shape, _, direction = prompt.split()
         frames = render_clip(*size, color=color, shape=shape, direction=direction,
                              seed=seed * 100_003 + i).frames  # (T, H, W, 3) uint8
-        x = torch.from_numpy(frames).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
+        x = to_video(frames)  # (1, 3, T, H, W) in [-1, 1]
         with torch.no_grad():
             y = vae.decode_latent(vae.encode_latent(x)).clamp(-1, 1)
         mse.append((y - x).pow(2).mean().item() / 4)  # in [0, 1] pixel units
-        rec = ((y[0] + 1) * 127.5).round().byte().permute(1, 2, 3, 0).numpy()
-        c = critique(rec, prompt)
-        intact = not any(c.errors[k] for k in INTACT_KINDS)
-        counts.update(followed=c.followed, intact=c.followed and intact, passed=c.passed)
+        c = critique(to_uint8(y)[0], prompt)
+        counts.update(followed=c.followed, intact=c.followed and c.intact, passed=c.passed)
         errors.update(k for k, frames_hit in c.errors.items() if frames_hit)
     return {"counts": counts, "errors": errors, "psnr": float(-10 * np.log10(np.mean(mse)))}
 

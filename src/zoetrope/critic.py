@@ -47,6 +47,9 @@ from .data.shapes import COLORS, DIRECTIONS, SHAPES
 ERROR_KINDS = ("vanishing", "duplicate", "extra_object", "color_change", "morphing", "teleport",
                "speed_change", "wall_pass", "bad_bounce")
 MNIST_KINDS = ("vanishing", "duplicate")
+# "Intact": no object vanishing, splitting, morphing or jumping. Looser than a pass, which also
+# rules out speed changes, bad bounces and the rest.
+INTACT_KINDS = ("vanishing", "duplicate", "morphing", "teleport")
 
 # Foreground: brightest channel >= FG_FRACTION x clip peak. About half the peak keeps the area of
 # a blurred edge unchanged (a symmetric blur crosses half height at the true edge).
@@ -512,6 +515,11 @@ class Critique:
         return all(v is not False for v in self.adherence.values())
 
     @property
+    def intact(self) -> bool:
+        """True when no object vanishes, duplicates, morphs or teleports (INTACT_KINDS)."""
+        return not any(self.errors.get(k) for k in INTACT_KINDS)
+
+    @property
     def passed(self) -> bool:
         """True when every applicable attribute is right and no error was found."""
         return self.followed and not any(self.errors.values())
@@ -519,8 +527,8 @@ class Critique:
     def to_dict(self) -> dict:
         """Plain JSON-ready dict, including the derived verdicts."""
         d = asdict(self)
-        d.update(passed=self.passed, followed=self.followed, adherence=self.adherence,
-                 errors=self.errors)
+        d.update(passed=self.passed, followed=self.followed, intact=self.intact,
+                 adherence=self.adherence, errors=self.errors)
         return d
 
     def summary(self) -> str:

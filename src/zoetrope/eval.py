@@ -30,7 +30,7 @@ from typing import Callable, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from .critic import ERROR_KINDS, critique
+from .critic import ERROR_KINDS, INTACT_KINDS, critique
 from .data.shapes import COLORS, DIRECTIONS, SHAPES
 
 VOCABULARIES = ("shapes", "mnist")
@@ -40,9 +40,6 @@ SHEET_FRAMES = 4  # frames shown per clip on the contact sheet
 SHEET_COLUMNS = 4  # clips per contact-sheet row
 SHEET_MAX_CLIPS = 256  # bounds the sheet's size; the report lists every clip anyway
 PASS_RGB, FAIL_RGB = (0, 200, 0), (220, 0, 0)
-# "Followed and intact": every attribute right and no object vanishing, splitting, morphing or
-# jumping. Looser than a pass, which also rules out speed changes and bad bounces.
-INTACT_KINDS = ("vanishing", "duplicate", "morphing", "teleport")
 
 # 3x5 bitmap digits (rows top to bottom), enough to number the clips without a font file.
 _DIGITS = ["111101101101111", "010110010010111", "111001111100111", "111001111001111",
@@ -174,7 +171,7 @@ def _totals(records: list[dict]) -> dict:
                         "frames": sum(len(r["critique"]["errors"][kind]) for r in hit)}
     passed = sum(r["passed"] for r in records)
     followed = [r["critique"]["followed"] for r in records]
-    intact = [not any(r["critique"]["errors"].get(k) for k in INTACT_KINDS) for r in records]
+    intact = [r["critique"]["intact"] for r in records]
     both = sum(f and i for f, i in zip(followed, intact))
     return {"clips": n, "passed": passed, "pass_rate": passed / n, "followed": sum(followed),
             "intact": sum(intact), "followed_and_intact": both,

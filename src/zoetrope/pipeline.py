@@ -338,14 +338,16 @@ class TextToVideoPipeline:
 
     def _model_fn(self, packed: Packed, text: Tensor, mask: Tensor, scale: float) -> ModelFn:
         """The DiT as model_fn(x, t); with guidance, conditional and unconditional in one call."""
+        b = len(packed.shapes)  # text rows [:b] are the prompts, [b:] (with guidance) the negatives
+        cond = lambda x, t: self.dit(packed.with_tokens(x), t, text[:b], mask[:b])  # noqa: E731
         if scale == 1:
-            return lambda x, t: self.dit(packed.with_tokens(x), t, text, mask)
+            return cond
         double = concat([packed, packed])  # samples B.. 2B-1 read text rows B.. 2B-1: the negatives
-        b, d = len(packed.shapes), self.diffusion
+        d = self.diffusion
         return classifier_free_guidance(
             lambda x, t: self.dit(double.with_tokens(x), t, text, mask), scale,
             d.guidance_interval, 1.0 if d.objective == "flow" else d.num_train_timesteps,
-            cond_fn=lambda x, t: self.dit(packed.with_tokens(x), t, text[:b], mask[:b]))
+            cond_fn=cond)
 
     def decode(self, packed: Packed) -> list[np.ndarray]:
         """Clean packed tokens -> a uint8 (T, H, W, 3) video per sample (equal sizes batched)."""
