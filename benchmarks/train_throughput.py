@@ -3,6 +3,7 @@
     python benchmarks/train_throughput.py                      # "base" preset, CPU, small mix
     python benchmarks/train_throughput.py --preset small --threads 2
     python benchmarks/train_throughput.py --device cuda --steps 20
+    python benchmarks/train_throughput.py --preset shapes-demo --mix demo --threads 2 --sdpa-peer
 
 What is timed: full training steps on one packed batch of mixed-size video latents (NaViT-style
 `pack`): rectified-flow loss (`flow_loss`, logit-normal times, noise from a CPU generator), random
@@ -38,6 +39,7 @@ from collections import Counter
 import torch
 from torch import Tensor
 
+from zoetrope import attention
 from zoetrope.config import ConfigError, DiTConfig, dit_preset
 from zoetrope.diffusion import flow_loss, sample_time_logit_normal
 from zoetrope.dit import DiT, count_params, forward_flops
@@ -50,6 +52,8 @@ TEXT_LEN = 32  # text tokens per prompt (TextConfig.max_length's default)
 MIXES: dict[str, list[tuple[int, int, int]]] = {
     "small": [(3, 16, 16), (1, 16, 24), (1, 24, 24)],
     "large": [(5, 16, 16), (3, 16, 24), (1, 32, 32)],
+    # the bundled model's recipe: 17x64x64, 17x64x64, 17x48x80 and 64x64 images through 4x8x8
+    "demo": [(5, 8, 8), (5, 8, 8), (5, 6, 10), (1, 8, 8)],
 }
 PRECISIONS = ("fp32", "bf16")
 
@@ -143,6 +147,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--matmul-size", type=int, help="peak matmul side "
                         "(default: 2048 on CPU, 8192 on CUDA)")
     parser.add_argument("--precision", nargs="+", choices=PRECISIONS, default=list(PRECISIONS))
+    parser.add_argument("--sdpa-peer", action="store_true", help="also time each precision with "
+                        "PyTorch SDPA for every attention (rows marked 'sdpa'), the peer of the "
+                        "explicit-matmul path short low-precision CPU sequences take")
     args = parser.parse_args(argv)
 
     try:
@@ -186,12 +193,17 @@ def main(argv: list[str] | None = None) -> None:
               "peak TFLOP/s", "MFU %")
     print(f"{header[0]:>9} {header[1]:>11} {header[2]:>8} {header[3]:>9} {header[4]:>16} "
           f"{header[5]:>12} {header[6]:>6}")
+    short_keys = attention.SHORT_KEYS
     for precision in args.precision:
         peak = matmul_peak(dtypes[precision], size, device)
-        seconds = time_steps(model, batch, precision, args.warmup, steps, device)
-        achieved = train_flops / seconds
-        print(f"{precision:>9} {tokens:>11} {seconds:>8.3f} {tokens / seconds:>9.1f} "
-              f"{achieved / 1e12:>16.4f} {peak / 1e12:>12.4f} {100 * achieved / peak:>6.1f}")
+        for peer in ([False, True] if args.sdpa_peer else [False]):
+            attention.SHORT_KEYS = 0 if peer else short_keys
+            seconds = time_steps(model, batch, precision, args.warmup, steps, device)
+            achieved = train_flops / seconds
+            label = precision + (" sdpa" if peer else "")
+            print(f"{label:>9} {tokens:>11} {seconds:>8.3f} {tokens / seconds:>9.1f} "
+                  f"{achieved / 1e12:>16.4f} {peak / 1e12:>12.4f} {100 * achieved / peak:>6.1f}")
+    attention.SHORT_KEYS = short_keys
 
 
 if __name__ == "__main__":

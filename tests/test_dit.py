@@ -5,7 +5,10 @@ import dataclasses
 import pytest
 import torch
 
-from zoetrope.attention import apply_rope, attention, rope_angles
+import torch.nn.functional as F
+
+from zoetrope import attention as attn_mod
+from zoetrope.attention import apply_rope, attention, make_layout, packed_attention, rope_angles
 from zoetrope.config import DIT_PRESETS, PRESET_INPUTS, DiTConfig, dit_preset
 from zoetrope.dit import DiT, count_params, forward_flops
 from zoetrope.patches import pack, unpack
@@ -49,6 +52,51 @@ def test_packed_batch_equals_each_sample_alone():
         n = int(mask[i].sum())
         alone = unpack(model(single, t[i:i + 1], text[i:i + 1, :n]), single)[0]
         torch.testing.assert_close(together[i], alone, atol=1e-5, rtol=1e-5)
+
+
+def per_sample_reference(q, k, v, lengths, text_k=None, text_v=None, text_mask=None):
+    """Each sample's attention alone with fp32 SDPA: (N, heads, Dh)."""
+    outs, start = [], 0
+    for i, n in enumerate(lengths):
+        qi = q[start:start + n].transpose(0, 1)[None]
+        if text_k is None:
+            ki, vi = (x[start:start + n].transpose(0, 1)[None] for x in (k, v))
+        else:
+            keep = text_mask[i]
+            ki, vi = (x[i, keep].transpose(0, 1)[None] for x in (text_k, text_v))
+        outs.append(F.scaled_dot_product_attention(qi, ki, vi)[0].transpose(0, 1))
+        start += n
+    return torch.cat(outs)
+
+
+@pytest.mark.parametrize("lengths, adjacent", [([6, 6, 4, 4, 1], True), ([6, 4, 6, 1, 4], False)])
+def test_packed_attention_adjacent_and_scattered_groups(lengths, adjacent):
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(sum(lengths), 2, 8, generator=g) for _ in range(3))
+    layout = make_layout(lengths)
+    assert (layout.spans is not None) == adjacent  # sorted batches take the split/cat path
+    torch.testing.assert_close(packed_attention(q, k, v, layout), per_sample_reference(q, k, v, lengths))
+    tk, tv = (torch.randn(len(lengths), 5, 2, 8, generator=g) for _ in range(2))
+    tmask = torch.arange(5)[None] < torch.tensor([5, 2, 3, 1, 4])[:, None]
+    torch.testing.assert_close(packed_attention(q, tk, tv, layout, tmask),
+                               per_sample_reference(q, None, None, lengths, tk, tv, tmask))
+
+
+def test_short_low_precision_cpu_attention_matches_fp32_sdpa():
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(3, 2, 20, 16, generator=g) for _ in range(3))
+    mask = torch.rand(3, 1, 1, 20, generator=g) > 0.3
+    reference = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    assert k.shape[-2] <= attn_mod.SHORT_KEYS  # the explicit-matmul path
+    out = attn_mod._dense_attention(*(x.bfloat16() for x in (q, k, v)), mask)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), reference, atol=3e-2, rtol=3e-2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # fp32 inputs under autocast: bf16 math
+        out = attn_mod._dense_attention(q, k, v, mask)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), reference, atol=3e-2, rtol=3e-2)
+    exact = attn_mod._dense_attention(q, k, v, mask)  # fp32 outside autocast: SDPA itself
+    torch.testing.assert_close(exact, reference, atol=0, rtol=0)
 
 
 def test_per_token_timesteps_clean_first_frame():

@@ -141,7 +141,7 @@ def concat(packs: Sequence[Packed]) -> Packed:
 
 def per_token(values: Tensor, packed: Packed) -> Tensor:
     """Broadcast a per-sample tensor (B, ...) to a per-token one (N, ...)."""
-    return values[packed.sample_ids]
+    return values.index_select(0, packed.sample_ids)
 
 
 def budget_batches(items: Iterable[T], max_tokens: int, num_tokens: Callable[[T], int],

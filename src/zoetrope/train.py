@@ -215,6 +215,10 @@ def dit_loss(model: nn.Module, vae, items: list, recipe: Recipe, device: torch.d
     """Diffusion loss of one micro-batch, averaged over its samples; also returns its tokens."""
     dcfg, core = recipe.diffusion, unwrap(model)
     latents = encode_latents(vae, [s for _, s in items], device)
+    # Samples of one size side by side: attention then cuts the packed sequence into views instead
+    # of gathering and scattering by index. Noise and times follow each sample's own index.
+    order = sorted(range(len(items)), key=lambda i: tuple(latents[i].shape), reverse=True)
+    items, latents = [items[i] for i in order], [latents[i] for i in order]
     packed = pack(latents, core.dit.config.patch_size)
     ts, noises, prompts, keeps = [], [], [], []
     for (index, (_, caption)), n in zip(items, packed.lengths):
