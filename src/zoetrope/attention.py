@@ -4,7 +4,9 @@
 a query attends only to keys of its own sample (block-diagonal mask), so a packed batch gives the
 same result as each sample run alone. Backends: PyTorch SDPA with a boolean mask (reference, any
 device) and flex attention with a block mask (CUDA; skips the masked blocks instead of computing
-them). Both take (N, heads, head_dim) tensors without a batch axis.
+them). Both take (N, heads, head_dim) tensors without a batch axis. `packed_attention` runs each
+group of equal-length samples as a dense batch; short low-precision sequences on CPU skip SDPA for
+two matmuls (`_dense_attention`): 4x faster at 80 keys on 2 cores, about even at 256.
 
 Positions are data: 3D RoPE (Su et al., RoFormer, arXiv 2104.09864) rotates query/key channel
 pairs by angles computed from each token's (t, h, w) position, so any grid size works. The head
