@@ -74,7 +74,7 @@ def test_packed_attention_adjacent_and_scattered_groups(lengths, adjacent):
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(sum(lengths), 2, 8, generator=g) for _ in range(3))
     layout = make_layout(lengths)
-    assert (layout.spans is not None) == adjacent  # sorted batches take the split/cat path
+    assert layout.adjacent == adjacent  # sorted batches take the split/cat path
     torch.testing.assert_close(packed_attention(q, k, v, layout), per_sample_reference(q, k, v, lengths))
     tk, tv = (torch.randn(len(lengths), 5, 2, 8, generator=g) for _ in range(2))
     tmask = torch.arange(5)[None] < torch.tensor([5, 2, 3, 1, 4])[:, None]
