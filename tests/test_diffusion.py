@@ -9,7 +9,7 @@ from zoetrope.config import DiffusionConfig
 from zoetrope.diffusion import (
     DDPMSchedule, classifier_free_guidance, ddim_step, ddpm_loss, ddpm_q_sample, ddpm_step,
     flow_loss, flow_q_sample, flow_timesteps, resolution_shift, respaced_timesteps,
-    sample_ddim, sample_ddpm, sample_euler, sample_time_ddpm, sample_time_logit_normal, time_shift,
+    sample_ddim, sample_ddpm, sample_euler, sample_restart, sample_time_ddpm, sample_time_logit_normal, time_shift,
 )
 
 N, D = 12, 4
@@ -210,6 +210,41 @@ def test_euler_per_token_shift_equals_separate_runs():
     assert torch.allclose(together[5:], sample_euler(model_fn, eps, 6, shift=3.0)[5:], atol=1e-6)
     assert flow_timesteps(6, shift=shift).shape == (7, N)
     straight = sample_euler(lambda x, t: (x - x0) / t[:, None], eps, 3, shift=shift)
+    assert torch.allclose(straight, x0, atol=1e-5)
+
+
+def test_restart_rounds_renoise_then_integrate_down_again():
+    x0, eps = randn(N, D, seed=1), randn(N, D, seed=2)
+    keep = torch.arange(N) % 4 == 0
+    draws = iter([randn(N, D, seed=10 + i) for i in range(3)])
+    times, calls = [], []
+
+    def model_fn(x, t):
+        times.append(t[~keep].unique().tolist())
+        return toy_model(x, t)
+
+    out = sample_restart(model_fn, eps, 5, lambda: next(draws), restarts=2, restart_time=0.4,
+                         restart_steps=3, shift=2.0, keep=keep,
+                         progress=lambda i, n: calls.append((i, n)))
+    # The same thing by hand: Euler from noise, then twice back to t = 0.4 and down in 3 steps.
+    x = sample_euler(toy_model, eps, 5, shift=2.0, keep=keep)
+    for i in range(2):
+        noisy = flow_q_sample(x, torch.full((N,), 0.4), randn(N, D, seed=10 + i))
+        x = sample_euler(toy_model, torch.where(keep[:, None], x, noisy), 3, t_start=0.4,
+                         shift=2.0, keep=keep)
+    assert torch.allclose(out, x, atol=1e-6)
+    assert torch.equal(out[keep], eps[keep])
+    assert len(times) == 11 and all(len(t) == 1 for t in times)  # one time for all moving tokens
+    starts = [k for k in range(11) if k == 0 or times[k][0] > times[k - 1][0]]
+    assert starts == [0, 5, 8] and [round(times[k][0], 6) for k in starts] == [1.0, 0.4, 0.4]
+    assert calls == [(i, 11) for i in range(1, 12)]
+    assert next(draws, None) is not None  # two rounds drew two noises, no more
+    # No rounds is plain Euler; and a restart keeps the exact flow of data concentrated at x0 exact.
+    plain = sample_restart(toy_model, eps, 5, lambda: 1 / 0, restarts=0, restart_time=0.4,
+                           restart_steps=3)
+    assert torch.equal(plain, sample_euler(toy_model, eps, 5))
+    straight = sample_restart(lambda x, t: (x - x0) / t[:, None], eps, 4, lambda: randn(N, D),
+                              restarts=3, restart_time=0.3, restart_steps=2, shift=3.0)
     assert torch.allclose(straight, x0, atol=1e-5)
 
 

@@ -148,6 +148,26 @@ def test_guidance_interval_limits_guidance_to_its_noise_levels(pipe, tmp_path):
         DiffusionConfig(guidance_interval=(0.5, 0.5))
 
 
+def test_restarts_are_seeded_saved_and_checked(pipe, tmp_path):
+    plain = run(pipe).frames
+    twice = tiny_pipeline(restarts=2, restart_time=0.5, restart_steps=1)
+    a, b = run(twice).frames, run(twice).frames
+    assert np.array_equal(a, b) and not np.array_equal(a, plain)
+    assert not np.array_equal(run(twice, seed=1).frames, a)
+    assert np.array_equal(run(twice, restarts=0).frames, plain)  # the call's setting wins
+    twice.save_pretrained(tmp_path)  # kept in pipeline.json
+    assert np.array_equal(run(TextToVideoPipeline.from_pretrained(tmp_path)).frames, a)
+    # a batch of two: prompt 0 is the video its seed gives alone, restarts included
+    both = run(twice, [PROMPT, "a blue square moving up"]).frames
+    assert np.array_equal(both[0], a[0])
+    with pytest.raises(ValueError, match="restarts must be >= 0"):
+        run(pipe, restarts=-1)
+    with pytest.raises(ConfigError, match="euler sampler"):
+        DiffusionConfig(objective="ddpm", sampler="ddim", restarts=1)
+    with pytest.raises(ConfigError, match="restart_time"):
+        DiffusionConfig(restarts=1, restart_time=1.0)
+
+
 @pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
 def test_ddpm_samplers(sampler):
     pipe = tiny_pipeline(objective="ddpm", sampler=sampler, eta=0.5)
@@ -214,6 +234,7 @@ def _corrupt(directory: Path) -> Path:
     ([PROMPT, "--size", "63x64"], "height=63"),
     ([PROMPT, "--size", "big"], "HEIGHTxWIDTH"),
     ([PROMPT, "--frames", "16"], "nearest valid: 13 or 17"),
+    ([PROMPT, "--restarts", "-1"], "restarts must be >= 0"),
     # checked before the model is loaded, so the extension is named, not the missing model
     ([PROMPT, "-o", "{tmp}/x.avi", "--model", "{tmp}/missing"], "unsupported extension '.avi'"),
     ([PROMPT, "--model", "{tmp}/missing"], "no pipeline directory"),

@@ -75,7 +75,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
     pipe = TextToVideoPipeline.from_pretrained(model).to(device)
     video = pipe(args.prompt, negative_prompt=args.negative, num_frames=args.frames,
                  height=height, width=width, num_inference_steps=args.steps,
-                 guidance_scale=args.cfg, seed=args.seed)
+                 guidance_scale=args.cfg, seed=args.seed, restarts=args.restarts)
     path = video.save(out)[0]
     frames, h, w = video.frames.shape[1:4]
     print(f"wrote {path} ({frames} frames, {h}x{w}, {video.fps:g} fps, seed {video.seed})")
@@ -110,7 +110,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
     def generate(prompts: list[str], seed: int, size: tuple[int, int, int]):
         frames, height, width = size
         out = pipe(prompts, num_frames=frames, height=height, width=width, seed=seed,
-                   num_inference_steps=args.steps, guidance_scale=args.cfg, progress=False)
+                   num_inference_steps=args.steps, guidance_scale=args.cfg, progress=False,
+                   restarts=args.restarts)
         return out.frames
 
     report = run_eval(generate, args.out, clips=args.clips, seed=args.seed, sizes=sizes,
@@ -222,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", action="append", help="FRAMESxHEIGHTxWIDTH, repeatable (default: the model's)")
     p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's)")
     p.add_argument("--cfg", type=float, default=None, help="guidance scale (default: the model's)")
+    p.add_argument("--restarts", type=int, default=None,
+                   help="restart-sampling rounds after the ODE (default: the model's)")
     p.add_argument("--vocabulary", choices=["shapes", "mnist"], default="shapes")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--out", default="outputs/eval", help="report directory")
@@ -244,6 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", help="HEIGHTxWIDTH in pixels, e.g. 64x64")
     p.add_argument("--steps", type=int, help="denoising steps")
     p.add_argument("--cfg", type=float, help="classifier-free guidance scale (1 = off)")
+    p.add_argument("--restarts", type=int, help="restart-sampling rounds after the ODE: each jumps "
+                   "back to a low noise level and denoises again (default: the model's)")
     p.add_argument("--seed", type=int, help="random seed (default: fresh, printed)")
     p.add_argument("--model", help="pipeline directory (default: the bundled shapes-demo model)")
     p.add_argument("--negative", help="negative prompt (the unconditional branch of guidance)")

@@ -158,6 +158,11 @@ class DiffusionConfig:
     # t / num_train_timesteps), elsewhere the conditional prediction alone: guidance in a limited
     # interval (Kynkaenniemi et al., arXiv 2404.07724)
     guidance_interval: tuple[float, float] = (0.0, 1.0)
+    # Euler only: once the ODE reaches t = 0, `restarts` rounds of jumping back to t = restart_time
+    # with fresh noise and `restart_steps` Euler steps down again (`diffusion.sample_restart`)
+    restarts: int = 0
+    restart_time: float = 0.3
+    restart_steps: int = 6
     text_dropout: float = 0.1  # probability of dropping the prompt in training (for CFG)
 
     def __post_init__(self) -> None:
@@ -166,6 +171,13 @@ class DiffusionConfig:
         if not 0.0 <= lo < hi <= 1.0:
             raise ConfigError(f"diffusion.guidance_interval must be [lo, hi] with 0 <= lo < hi <= 1, "
                               f"got {list(self.guidance_interval)}")
+        if self.restarts < 0 or self.restart_steps < 1 or not 0 < self.restart_time < 1:
+            raise ConfigError(f"diffusion restarts need restarts >= 0, restart_steps >= 1 and "
+                              f"0 < restart_time < 1, got {self.restarts}, {self.restart_steps}, "
+                              f"{self.restart_time}")
+        if self.restarts and self.sampler != "euler":
+            raise ConfigError(f"diffusion.restarts works with the euler sampler, not "
+                              f"{self.sampler!r}")
 
 
 @dataclass

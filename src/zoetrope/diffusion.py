@@ -5,7 +5,8 @@ Time convention (the only one in zoetrope): t in [0, 1], t = 0 is clean data, t 
 - Rectified flow (Liu et al., arXiv 2209.03003; Lipman et al. flow matching, arXiv 2210.02747):
   x_t = (1 - t) x0 + t eps and the model predicts the velocity v = eps - x0 = dx_t/dt. Training
   times are logit-normal and shifted towards noise for larger inputs (Esser et al., SD3,
-  arXiv 2403.03206, sections 3.1 and 5.3.2); sampling integrates dx/dt = v from t = 1 to 0 (Euler).
+  arXiv 2403.03206, sections 3.1 and 5.3.2); sampling integrates dx/dt = v from t = 1 to 0 (Euler),
+  optionally followed by restarts: jumps back to a noise level and Euler again (`sample_restart`).
 - DDPM (Ho et al., arXiv 2006.11239), the objective of DiT: T = 1000 discrete steps, linear betas
   1e-4 .. 0.02, the model predicts eps. Step i in {0..T-1} is t = i / T, so the DiT timestep
   embedder (which sees t * 1000) sees i exactly as in DiT. With a learned variance (Nichol and
@@ -163,6 +164,35 @@ def sample_euler(model_fn: ModelFn, x: Tensor, steps: int, *, t_start: float = 1
         x = torch.where(keep[:, None], clean, x + dts[k] * v)
         if progress is not None:
             progress(k + 1, steps)
+    return x
+
+
+def sample_restart(model_fn: ModelFn, x: Tensor, steps: int, noise_fn: Callable[[], Tensor], *,
+                   restarts: int, restart_time: float, restart_steps: int,
+                   shift: float | Tensor = 1.0, keep: Tensor | None = None,
+                   progress: Progress | None = None) -> Tensor:
+    """Euler from t = 1 to 0, then `restarts` rounds of: back to t = restart_time with fresh noise,
+    x_T = (1 - T) x + T eps, and Euler to 0 again in `restart_steps` (Restart sampling, Xu et al.,
+    arXiv 2306.14878).
+
+    The forward jump is exact (it is the training process applied to the ODE's output), so it
+    shrinks the errors the ODE piled up by (1 - T), while the fresh noise lets the reverse run
+    correct the details it decides (shape edges, in the shapes demo); noise in the round's grid
+    follows `shift` like the first run. `noise_fn()` draws noise shaped like x (the pipeline draws
+    it from its CPU generator, so a seed still fixes the video). Tokens under `keep` stay clean.
+    """
+    total = steps + restarts * restart_steps
+
+    def report_from(offset: int) -> Progress | None:  # one bar over every round
+        return None if progress is None else lambda k, _: progress(offset + k, total)
+
+    x = sample_euler(model_fn, x, steps, shift=shift, keep=keep, progress=report_from(0))
+    keep = _keep_mask(keep, x.shape[0], x.device)
+    t = torch.full((x.shape[0],), restart_time, device=x.device)
+    for r in range(restarts):
+        x = torch.where(keep[:, None], x, flow_q_sample(x, t, noise_fn().to(x)))
+        x = sample_euler(model_fn, x, restart_steps, t_start=restart_time, shift=shift, keep=keep,
+                         progress=report_from(steps + r * restart_steps))
     return x
 
 # --------------------------------------------------------------------------------------------

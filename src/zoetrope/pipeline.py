@@ -32,7 +32,9 @@ Conventions:
   the negative prompt (default ""), and both branches run as ONE packed DiT call over the batch
   concatenated with itself. guidance_scale = 1 runs the conditional branch only.
 - Rectified flow samples with Euler and the SD3 time shift sqrt(tokens / shift_base_tokens) of each
-  sample's DiT token count (`diffusion.resolution_shift`); DDPM models use DDIM or ancestral DDPM.
+  sample's DiT token count (`diffusion.resolution_shift`), then `restarts` rounds of restart
+  sampling (`diffusion.sample_restart`; `restarts=` overrides the pipeline's setting), each
+  sample drawing its restart noise right after its initial noise; DDPM models use DDIM or DDPM.
 - `first_frame` (image-to-video): the image is encoded by the VAE and its latent frame is fed clean,
   with t = 0, through the samplers' keep-mask (the causal VAE's latent frame 0 is pixel frame 0).
 """
@@ -53,8 +55,8 @@ from torch import Tensor, nn
 
 from .config import ConfigError, DiffusionConfig, from_dict, to_dict
 from .data.video import SUPPORTED_WRITE, VideoError, resize_crop, write_video
-from .diffusion import (DDPMSchedule, ModelFn, classifier_free_guidance, flow_timesteps,
-                        resolution_shift, sample_ddim, sample_ddpm, sample_euler, time_shift)
+from .diffusion import (DDPMSchedule, ModelFn, classifier_free_guidance, resolution_shift,
+                        sample_ddim, sample_ddpm, sample_restart)
 from .dit import DiT
 from .patches import Packed, concat, pack, unpack
 from .weights import WeightsError
@@ -233,7 +235,8 @@ class TextToVideoPipeline:
                  num_inference_steps: int | None = None, guidance_scale: float | None = None,
                  seed: int | None = None, generator: torch.Generator | None = None,
                  sizes: Sequence[Sequence[int]] | None = None, progress: bool = True,
-                 first_frame: np.ndarray | list[np.ndarray] | None = None) -> VideoOutput:
+                 first_frame: np.ndarray | list[np.ndarray] | None = None,
+                 restarts: int | None = None) -> VideoOutput:
         """Generate one video per prompt; see the module docstring for sizes, seeds and guidance."""
         prompts = _as_prompts(prompt)
         pixel_sizes = self.prepare_sizes(len(prompts), num_frames, height, width, sizes)
@@ -245,14 +248,20 @@ class TextToVideoPipeline:
             raise ValueError(f"num_inference_steps must be at least 1, got {steps}")
         scale = self.diffusion.guidance_scale if guidance_scale is None else float(guidance_scale)
         negatives = self._negatives(negative_prompt, len(prompts)) if scale != 1 else []
+        restarts = self.diffusion.restarts if restarts is None else int(restarts)
+        if restarts < 0 or (restarts and self.diffusion.sampler != "euler"):
+            raise ValueError(f"restarts must be >= 0 and need the euler sampler, got {restarts} "
+                             f"with {self.diffusion.sampler!r}")
         generator, seed = _generator(seed, generator)
         seconds: dict[str, float] = {}
         with torch.inference_mode():
             with _timed(seconds, "text", self.device):
                 text, mask = self.encode_text(prompts + negatives)
             with _timed(seconds, "denoise", self.device):
-                packed, keep = self.prepare_latents(shapes, generator, first_frame, pixel_sizes)
-                tokens = self.denoise(packed, keep, text, mask, steps, scale, generator, progress)
+                packed, keep, renoise = self.prepare_latents(shapes, generator, first_frame,
+                                                             pixel_sizes, restarts)
+                tokens = self.denoise(packed, keep, text, mask, steps, scale, generator, progress,
+                                      renoise)
             with _timed(seconds, "decode", self.device):
                 videos = self.decode(packed.with_tokens(tokens))
         seconds["total"] = sum(seconds.values())
@@ -277,16 +286,24 @@ class TextToVideoPipeline:
 
     def prepare_latents(self, shapes: list[Shape], generator: torch.Generator,
                         first_frame: np.ndarray | list[np.ndarray] | None = None,
-                        pixel_sizes: list[Size] | None = None) -> tuple[Packed, Tensor | None]:
-        """Packed noise (CPU-drawn, sample by sample) and the keep-mask of clean given tokens."""
-        noise = [torch.randn(shape, generator=generator) for shape in shapes]  # (C, t, h, w) each
-        packed = pack(noise, self.dit.config.patch_size).to(self.device)
+                        pixel_sizes: list[Size] | None = None, restarts: int = 0,
+                        ) -> tuple[Packed, Tensor | None, list[Tensor]]:
+        """Packed noise, the keep-mask of clean given tokens, and each restart round's noise (N, D).
+
+        Each sample draws all its noise at once, in prompt order, from the CPU generator, so a
+        sample's video does not depend on the prompts after it.
+        """
+        patch = self.dit.config.patch_size
+        draws = [torch.randn((1 + restarts, *shape), generator=generator) for shape in shapes]
+        packed = pack([d[0] for d in draws], patch).to(self.device)
+        renoise = [pack([d[r] for d in draws], patch).tokens.to(self.device)
+                   for r in range(1, 1 + restarts)]
         if first_frame is None:
-            return packed, None
+            return packed, None, renoise
         clean = self._first_frame_latents(first_frame, shapes, pixel_sizes or [])
         keep = packed.positions[:, 0] == 0  # tokens of latent frame 0 (temporal patch size 1)
         tokens = pack(clean, self.dit.config.patch_size).tokens.to(self.device)
-        return packed.with_tokens(torch.where(keep[:, None], tokens, packed.tokens)), keep
+        return packed.with_tokens(torch.where(keep[:, None], tokens, packed.tokens)), keep, renoise
 
     def _first_frame_latents(self, first_frame: np.ndarray | list[np.ndarray], shapes: list[Shape],
                              pixel_sizes: list[Size]) -> list[Tensor]:
@@ -308,24 +325,30 @@ class TextToVideoPipeline:
         return out
 
     def denoise(self, packed: Packed, keep: Tensor | None, text: Tensor, mask: Tensor, steps: int,
-                scale: float, generator: torch.Generator, progress: bool = True) -> Tensor:
-        """Run the configured sampler from the packed noise; returns clean tokens (N, D)."""
+                scale: float, generator: torch.Generator, progress: bool = True,
+                renoise: Sequence[Tensor] = ()) -> Tensor:
+        """Run the configured sampler from the packed noise; returns clean tokens (N, D).
+
+        `renoise` holds the noise of each restart round (Euler only), as `prepare_latents` drew it.
+        """
         model_fn = self._model_fn(packed, text, mask, scale)
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=steps, desc="denoising", unit="step", disable=not progress, leave=False,
+        d, x = self.diffusion, packed.tokens
+        total = steps + len(renoise) * d.restart_steps
+        bar = tqdm(total=total, desc="denoising", unit="step", disable=not progress, leave=False,
                    file=sys.stderr)
         hook = lambda done, total: bar.update(done - bar.n)  # noqa: E731
-        d, x = self.diffusion, packed.tokens
         try:
             if d.sampler == "euler":
                 shifts = [resolution_shift(n, d.shift_base_tokens) for n in packed.lengths]
-                if len(set(shifts)) == 1:
-                    return sample_euler(model_fn, x, steps, shift=shifts[0], keep=keep,
-                                        progress=hook)
-                token_shift = torch.tensor(shifts)[packed.sample_ids.cpu()]  # (N,)
-                shifted = per_token_shift(model_fn, token_shift, steps)
-                return sample_euler(shifted, x, steps, keep=keep, progress=hook)
+                # one shift, or one per token: each sample on its own time grid (mixed sizes)
+                shift = shifts[0] if len(set(shifts)) == 1 else \
+                    torch.tensor(shifts)[packed.sample_ids.cpu()]
+                return sample_restart(model_fn, x, steps, iter(renoise).__next__,
+                                      restarts=len(renoise),
+                                      restart_time=d.restart_time, restart_steps=d.restart_steps,
+                                      shift=shift, keep=keep, progress=hook)
             schedule = DDPMSchedule.from_config(d)
             if d.sampler == "ddim":
                 return sample_ddim(model_fn, x, schedule, steps, eta=d.eta,
@@ -410,27 +433,6 @@ def read_pipeline_json(directory: Path) -> dict:
     settings = {k: data.pop(k) for k in names if k in data}
     data.pop("format", None), data.pop("version", None)
     return {"diffusion": diffusion, **settings, "metadata": data}
-
-
-def per_token_shift(model_fn: ModelFn, shift: Tensor, steps: int) -> ModelFn:
-    """Make `sample_euler(shift=1)` step every token on its own shifted time grid (mixed sizes).
-
-    sample_euler(shift=1) visits u_k = 1 - k / steps; token j should visit
-    t_k = time_shift(u_k, s_j). Showing the model t_k and scaling its velocity by
-    (t_{k+1} - t_k) / (u_{k+1} - u_k) turns sample_euler's update x + (u_{k+1} - u_k) v into each
-    token's own Euler step x + (t_{k+1} - t_k) v.
-    """
-    grid = flow_timesteps(steps).tolist()  # 1 -> 0, float64 values
-    shift = shift.double()  # (N,) on the CPU
-
-    def shifted(x: Tensor, u: Tensor) -> Tensor:
-        k = round((1 - float(u.max())) * steps)  # kept tokens sit at u = 0; the others at u_k
-        t_now, t_next = time_shift(grid[k], shift), time_shift(grid[k + 1], shift)  # (N,)
-        rate = ((t_next - t_now) / (grid[k + 1] - grid[k])).to(x.device, x.dtype)[:, None]
-        t = torch.where(u > 0, t_now.to(u.device, u.dtype), u)
-        return model_fn(x, t)[:, : x.shape[1]] * rate
-
-    return shifted
 
 
 def to_uint8(pixels: Tensor) -> list[np.ndarray]:
