@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     runs = [once() for _ in range(args.runs)]
     median = {p: statistics.median(r[p] for r in runs) for p in PHASES}
     frames, height, width = pipe.default_size
-    scale = pipe.diffusion.guidance_scale
+    scale = d.guidance_scale
     rounds = f" + {restarts} restarts x {d.restart_steps} steps from t = {d.restart_time:g}" \
         if restarts else ""
     print(f"{name} on {args.device}: {args.batch} x {frames} frames {height}x{width}, {steps} "
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     for phase, label in labels.items():
         share = 100 * median[phase] / median["total"]
         print(f"  {label:14} {median[phase] * 1e3:9.1f} ms  {share:5.1f}%")
-    lo, hi = pipe.diffusion.guidance_interval
+    lo, hi = d.guidance_interval
     how = ("conditional only" if scale == 1 else "cond+uncond batched" if (lo, hi) == (0, 1) else
            f"mean: cond+uncond batched at t in [{lo:g}, {hi:g}], conditional only elsewhere")
     print(f"  per DiT step   {median['denoise'] / calls * 1e3:9.1f} ms  ({how}; {calls} steps)")

@@ -175,11 +175,11 @@ def sample_restart(model_fn: ModelFn, x: Tensor, steps: int, noise_fn: Callable[
     x_T = (1 - T) x + T eps, and Euler to 0 again in `restart_steps` (Restart sampling, Xu et al.,
     arXiv 2306.14878).
 
-    The forward jump is exact (it is the training process applied to the ODE's output), so it
-    shrinks the errors the ODE piled up by (1 - T), while the fresh noise lets the reverse run
-    correct the details it decides (shape edges, in the shapes demo); noise in the round's grid
-    follows `shift` like the first run. `noise_fn()` draws noise shaped like x (the pipeline draws
-    it from its CPU generator, so a seed still fixes the video). Tokens under `keep` stay clean.
+    The forward jump is exact (it is the training process applied to the ODE's output): it scales
+    the errors the ODE piled up by (1 - T), and the fresh noise lets the reverse run redraw the
+    details decided below T (shape edges, in the shapes demo). Each round's time grid follows
+    `shift` like the first run's. `noise_fn()` draws noise shaped like x (the pipeline draws it
+    from its CPU generator, so a seed still fixes the video). Tokens under `keep` stay clean.
     """
     total = steps + restarts * restart_steps
 

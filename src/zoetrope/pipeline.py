@@ -45,7 +45,7 @@ import json
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -248,10 +248,9 @@ class TextToVideoPipeline:
             raise ValueError(f"num_inference_steps must be at least 1, got {steps}")
         scale = self.diffusion.guidance_scale if guidance_scale is None else float(guidance_scale)
         negatives = self._negatives(negative_prompt, len(prompts)) if scale != 1 else []
-        restarts = self.diffusion.restarts if restarts is None else int(restarts)
-        if restarts < 0 or (restarts and self.diffusion.sampler != "euler"):
-            raise ValueError(f"restarts must be >= 0 and need the euler sampler, got {restarts} "
-                             f"with {self.diffusion.sampler!r}")
+        # an override is checked by DiffusionConfig, like the pipeline's own setting
+        restarts = (self.diffusion if restarts is None else
+                    replace(self.diffusion, restarts=int(restarts))).restarts
         generator, seed = _generator(seed, generator)
         seconds: dict[str, float] = {}
         with torch.inference_mode():
