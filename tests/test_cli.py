@@ -1,11 +1,15 @@
 """Smoke tests of every CLI entry point: `main(argv)` is called in-process."""
 
+import errno
 import json
 import subprocess
 from pathlib import Path
 import sys
 
+import pytest
+
 from zoetrope.cli import main
+from zoetrope.errors import UserError
 
 
 def test_info_json(capsys):
@@ -61,3 +65,42 @@ def test_eval_writes_a_report(tmp_path, capsys):
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert len(report["clips"]) == 3 and (tmp_path / "report" / "contact_sheet.png").is_file()
     assert main(["eval", "--model", str(tmp_path / "nothing")]) == 2
+
+
+@pytest.mark.parametrize("error", [
+    UserError("--size must look like 17x64x64"),
+    FileNotFoundError(2, "No such file or directory", "clips/missing.mp4"),
+    PermissionError(13, "Permission denied", "/root/out.mp4"),
+    IsADirectoryError(21, "Is a directory", "outputs"),
+    OSError(errno.ENOSPC, "No space left on device"),
+])
+def test_user_errors_are_one_line_with_exit_2(monkeypatch, capsys, error):
+    def fail(name):
+        raise error
+
+    monkeypatch.setattr("zoetrope.config.dit_preset", fail)
+    assert main(["info", "DiT-S/2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("zoetrope info: error:") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("error", [KeyError("dim"), ValueError("shapes differ"), TypeError("x"),
+                                   OSError(errno.EIO, "Input/output error")])
+def test_internal_bugs_keep_their_traceback(monkeypatch, capsys, error):
+    # A plain ValueError/KeyError/TypeError or an unexpected OS error is zoetrope's bug: it must
+    # propagate (the interpreter prints the traceback and exits 1), not pass as bad input.
+    def fail(name):
+        raise error
+
+    monkeypatch.setattr("zoetrope.config.dit_preset", fail)
+    with pytest.raises(type(error)):
+        main(["info", "DiT-S/2"])
+    assert "error:" not in capsys.readouterr().err
+
+
+def test_console_script_shows_the_traceback_of_a_bug(tmp_path):
+    # A package whose dit_preset raises KeyError, shadowing nothing but that one function.
+    code = ("import sys, zoetrope.config as c; c.dit_preset = lambda name: {}['dim']; "
+            "from zoetrope.cli import main; sys.exit(main(['info', 'DiT-S/2']))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 1 and "Traceback" in run.stderr and "KeyError: 'dim'" in run.stderr

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .errors import UserError
+
 
 def attention(q: Tensor, k: Tensor, v: Tensor, q_ids: Tensor, kv_ids: Tensor,
               backend: str = "auto") -> Tensor:
@@ -176,7 +178,7 @@ def _flex(q: Tensor, k: Tensor, v: Tensor, q_ids: Tensor, kv_ids: Tensor) -> Ten
 def rope_axes_dims(head_dim: int) -> tuple[int, int, int]:
     """Channels given to the (t, h, w) axes; each even, spatial axes equal, summing to head_dim."""
     if head_dim % 2:
-        raise ValueError(f"RoPE needs an even head dimension, got {head_dim}")
+        raise UserError(f"RoPE needs an even head dimension, got {head_dim}")
     spatial = 2 * (head_dim // 6)  # a third each, rounded down to even; time takes the rest
     return head_dim - 2 * spatial, spatial, spatial
 
@@ -221,7 +223,7 @@ def sincos_2d(positions: Tensor, dim: int) -> Tensor:
     The time position is ignored: this embedding belongs to the paper's image models.
     """
     if dim % 4:
-        raise ValueError(f"2D sin-cos embedding needs dim divisible by 4, got {dim}")
+        raise UserError(f"2D sin-cos embedding needs dim divisible by 4, got {dim}")
     return torch.cat([sincos_1d(positions[:, 2], dim // 2), sincos_1d(positions[:, 1], dim // 2)], -1)
 
 
@@ -229,7 +231,7 @@ def sincos_3d(positions: Tensor, dim: int) -> Tensor:
     """(N, 3) (t, h, w) positions -> (N, dim): sin-cos of t, then h, then w (even widths)."""
     space = dim // 6 * 2  # width for h and for w each; t takes the rest
     if dim - 2 * space < 2 or space < 2:
-        raise ValueError(f"3D sin-cos embedding needs dim >= 8, got {dim}")
+        raise UserError(f"3D sin-cos embedding needs dim >= 8, got {dim}")
     return torch.cat([sincos_1d(positions[:, 0], dim - 2 * space), sincos_1d(positions[:, 1], space),
                       sincos_1d(positions[:, 2], space)], -1)
 

@@ -26,10 +26,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from .errors import UserError
+
 PREFIX = "step_"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError):
     """Saving or loading a checkpoint failed (message is one line)."""
 
 

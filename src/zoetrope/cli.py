@@ -1,21 +1,31 @@
 """Command line: `zoetrope <command> ...`. Parses arguments and delegates; nothing else lives here.
 
-Errors a user can cause (bad preset, missing file, impossible size...) end with one line on
-stderr and exit status 2, never a traceback.
+Errors a user can cause (bad preset, missing file, impossible size, full disk...) end with one
+line on stderr and exit status 2, never a traceback. Anything else is a bug in zoetrope and keeps
+its traceback, so it can be reported and fixed rather than mistaken for bad input.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 from typing import Callable, Sequence
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that are the user's to fix: reported as one line, exit status 2."""
-    from .checkpoint import CheckpointError
-    from .train import TrainingError
-    return (ValueError, FileNotFoundError, KeyError, OSError, TrainingError, CheckpointError)
+from .errors import UserError
+
+
+def _is_user_error(e: BaseException) -> bool:
+    """Whether `e` is the user's to fix: a UserError, or an OS error about their path or disk.
+
+    Only these OS errors: a missing, unreadable or mistyped path, or a full disk. Any other
+    exception (a plain ValueError, KeyError, TypeError, ...) is a bug and must show its traceback.
+    """
+    path_errors = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+    if isinstance(e, (UserError, *path_errors)):
+        return True
+    return isinstance(e, OSError) and e.errno == errno.ENOSPC
 
 
 def cmd_info(args: argparse.Namespace) -> None:
@@ -53,17 +63,17 @@ def cmd_generate(args: argparse.Namespace) -> None:
     from .pipeline import BUNDLED_MODEL, TextToVideoPipeline
 
     if not args.prompt.strip():
-        raise ValueError("the prompt is empty; describe the video to generate")
+        raise UserError("the prompt is empty; describe the video to generate")
     slug = "-".join(re.findall(r"[a-z0-9]+", args.prompt.lower()))[:60].strip("-") or "video"
     out = Path(args.output) if args.output else Path("outputs") / f"{slug}.mp4"
     if out.suffix.lower() not in SUPPORTED_WRITE:  # checked before any work is done
-        raise ValueError(f"cannot write {str(out)!r}: unsupported extension "
-                         f"{out.suffix or '(none)'!r}; supported: {', '.join(SUPPORTED_WRITE)}")
+        raise UserError(f"cannot write {str(out)!r}: unsupported extension "
+                        f"{out.suffix or '(none)'!r}; supported: {', '.join(SUPPORTED_WRITE)}")
     height = width = None
     if args.size:
         match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", args.size)
         if not match:
-            raise ValueError(f"--size must look like HEIGHTxWIDTH (e.g. 64x64), got {args.size!r}")
+            raise UserError(f"--size must look like HEIGHTxWIDTH (e.g. 64x64), got {args.size!r}")
         height, width = int(match[1]), int(match[2])
     model = Path(args.model) if args.model else BUNDLED_MODEL
     if not args.model and not (model / "pipeline.json").is_file():
@@ -145,7 +155,7 @@ def _parse_size(text: str) -> tuple[int, int, int]:
     import re
     match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
     if not match:
-        raise ValueError(f"--size must look like FRAMESxHEIGHTxWIDTH (e.g. 17x64x64), got {text!r}")
+        raise UserError(f"--size must look like FRAMESxHEIGHTxWIDTH (e.g. 17x64x64), got {text!r}")
     return int(match[1]), int(match[2]), int(match[3])
 
 
@@ -293,7 +303,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("zoetrope: interrupted", file=sys.stderr)
         return 130
-    except _user_errors() as e:
+    except Exception as e:
+        if not _is_user_error(e):
+            raise  # a bug: the traceback is what a report needs
         message = str(e).strip().splitlines()
         print(f"zoetrope {args.command}: error: {message[0] if message else type(e).__name__}",
               file=sys.stderr)

@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from .data.shapes import COLORS, DIRECTIONS, SHAPES
+from .errors import UserError
 
 ERROR_KINDS = ("vanishing", "duplicate", "extra_object", "color_change", "morphing", "teleport",
                "speed_change", "wall_pass", "bad_bounce")
@@ -101,7 +102,7 @@ class Target:
 
 
 def parse_prompt(prompt: str) -> list[Target]:
-    """Parse a shapes-world or Moving-MNIST prompt into its objects (ValueError otherwise)."""
+    """Parse a shapes-world or Moving-MNIST prompt into its objects (UserError otherwise)."""
     text = " ".join(prompt.lower().replace(",", " ").split()).rstrip(".").strip()
     targets = []
     for part in text.split(" and "):
@@ -109,15 +110,15 @@ def parse_prompt(prompt: str) -> list[Target]:
             for kind, value, valid in zip(("color", "shape", "direction"), m.groups(),
                                           (COLORS, SHAPES, DIRECTIONS)):
                 if value not in valid:
-                    raise ValueError(f"unknown {kind} {value!r} in prompt {prompt!r}; "
-                                     f"known: {', '.join(valid)}")
+                    raise UserError(f"unknown {kind} {value!r} in prompt {prompt!r}; "
+                                    f"known: {', '.join(valid)}")
             targets.append(Target(m[3], color=m[1], shape=m[2]))
         elif (m := _DIGIT_RE.fullmatch(part)) and m[2] in DIRECTIONS:
             targets.append(Target(m[2], digit=int(m[1])))
         else:
-            raise ValueError(f"cannot parse prompt {prompt!r}: expected {GRAMMAR}")
+            raise UserError(f"cannot parse prompt {prompt!r}: expected {GRAMMAR}")
     if len({t.digit is None for t in targets}) > 1:
-        raise ValueError(f"prompt {prompt!r} mixes shapes and digits; expected {GRAMMAR}")
+        raise UserError(f"prompt {prompt!r} mixes shapes and digits; expected {GRAMMAR}")
     return targets
 
 
@@ -556,7 +557,7 @@ def _check_frames(frames) -> np.ndarray:
     """The frames as a uint8 (T, H, W, 3) array, or a one-line ValueError."""
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or not frames.size:
-        raise ValueError(f"frames must be uint8 (T, H, W, 3), got {frames.dtype} {frames.shape}")
+        raise UserError(f"frames must be uint8 (T, H, W, 3), got {frames.dtype} {frames.shape}")
     return frames
 
 
@@ -690,6 +691,6 @@ def critique_file(path: str | Path, prompt: str) -> Critique:
     parse_prompt(prompt)  # a bad prompt fails before any decoding
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"no such video file: {str(path)!r}")
+        raise UserError(f"no such video file: {str(path)!r}")
     frames, _ = read_video(path)
     return critique(frames, prompt)

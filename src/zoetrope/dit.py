@@ -25,6 +25,7 @@ from . import weights
 from .attention import (Layout, apply_rope, attention, make_layout, packed_attention, rope_angles,
                         sincos_2d, sincos_3d, timestep_embedding)
 from .config import DiTConfig
+from .errors import UserError
 from .patches import Packed
 
 FREQ_DIM = 256  # sinusoidal features fed to the timestep MLP (DiT's choice)
@@ -215,8 +216,8 @@ class DiT(nn.Module):
         if t.shape[0] == packed.num_samples:  # one timestep per sample: groups are samples
             return t, torch.arange(packed.num_samples, device=t.device), ids
         if t.shape[0] != packed.num_tokens:
-            raise ValueError(f"t must have one value per sample ({packed.num_samples}) or per token "
-                             f"({packed.num_tokens}), got {t.shape[0]}")
+            raise UserError(f"t must have one value per sample ({packed.num_samples}) or per token "
+                            f"({packed.num_tokens}), got {t.shape[0]}")
         keys = torch.stack([ids.to(t.dtype), t], dim=-1)
         groups, cond_index = torch.unique(keys, dim=0, return_inverse=True)  # (G, 2), (N,)
         return groups[:, 1], groups[:, 0].long(), cond_index
@@ -224,21 +225,21 @@ class DiT(nn.Module):
     def _embed_text(self, text: Tensor | None, mask: Tensor | None, num_samples: int):
         """Project text: (B, L, D) tokens, (B, L) mask (True = real), and the pooled (B, D)."""
         if text is None:
-            raise ValueError("this DiT is text-conditioned: pass text and text_mask")
+            raise UserError("this DiT is text-conditioned: pass text and text_mask")
         if text.shape[0] != num_samples:
-            raise ValueError(f"text has {text.shape[0]} rows for {num_samples} packed samples")
+            raise UserError(f"text has {text.shape[0]} rows for {num_samples} packed samples")
         emb = self.text_proj(text.to(self.x_embedder.weight.dtype))  # (B, L, D)
         if mask is None:  # every token is real
             return emb, torch.ones(emb.shape[:2], dtype=torch.bool, device=emb.device), emb.mean(1)
         if not mask.any(dim=1).all():
-            raise ValueError("every prompt needs at least one unmasked text token")
+            raise UserError("every prompt needs at least one unmasked text token")
         w = mask.to(emb.dtype)[..., None]  # (B, L, 1)
         return emb, mask.bool(), (emb * w).sum(1) / w.sum(1)
 
     def set_attention_backend(self, backend: str) -> None:
         """"sdpa" (default, any device) or "flex" (block-mask flex attention, for CUDA + compile)."""
         if backend not in ("sdpa", "flex"):
-            raise ValueError(f"attention backend must be 'sdpa' or 'flex', got {backend!r}")
+            raise UserError(f"attention backend must be 'sdpa' or 'flex', got {backend!r}")
         for block in self.blocks:
             block.attn.backend = backend
 

@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from .critic import ERROR_KINDS, INTACT_KINDS, critique
 from .data.shapes import COLORS, DIRECTIONS, SHAPES
+from .errors import UserError
 
 VOCABULARIES = ("shapes", "mnist")
 Generate = Callable[[list[str], int, tuple[int, int, int]], np.ndarray]
@@ -76,7 +77,7 @@ def build_prompts(clips: int, seed: int = 0, vocabulary: str = "shapes") -> list
         values = [[str(d) for d in range(10)], list(DIRECTIONS)]
         template = "the digit {} moving {}"
     else:
-        raise ValueError(f"unknown vocabulary {vocabulary!r}; known: {', '.join(VOCABULARIES)}")
+        raise UserError(f"unknown vocabulary {vocabulary!r}; known: {', '.join(VOCABULARIES)}")
     values = [[v[j] for j in rng.permutation(len(v))] for v in values]
     return [template.format(*(v[k] for v, k in zip(values, combo)))
             for combo in _balanced([len(v) for v in values], clips)]
@@ -85,10 +86,10 @@ def build_prompts(clips: int, seed: int = 0, vocabulary: str = "shapes") -> list
 def _check_video(video, prompts: list[str]) -> np.ndarray:
     video = np.asarray(video)
     if video.ndim != 5 or video.shape[0] != len(prompts) or video.shape[-1] != 3:
-        raise ValueError(f"generate must return uint8 (B={len(prompts)}, T, H, W, 3), "
-                         f"got shape {video.shape}")
+        raise UserError(f"generate must return uint8 (B={len(prompts)}, T, H, W, 3), "
+                        f"got shape {video.shape}")
     if video.dtype != np.uint8:
-        raise ValueError(f"generate must return uint8 frames, got {video.dtype}")
+        raise UserError(f"generate must return uint8 frames, got {video.dtype}")
     return video
 
 
@@ -97,10 +98,10 @@ def run_eval(generate: Generate, out_dir: str | Path, clips: int = 84, seed: int
              vocabulary: str = "shapes", batch_size: int = 4, progress: bool = True) -> dict:
     """Generate `clips` clips (clip i at sizes[i % len(sizes)]), critique them, write a report."""
     if clips < 1 or batch_size < 1:
-        raise ValueError(f"clips and batch_size must be >= 1, got {clips} and {batch_size}")
+        raise UserError(f"clips and batch_size must be >= 1, got {clips} and {batch_size}")
     sizes = [tuple(int(v) for v in s) for s in sizes]
     if not sizes or any(len(s) != 3 or min(s) < 1 for s in sizes):
-        raise ValueError(f"sizes must be (frames, height, width) triples, got {sizes}")
+        raise UserError(f"sizes must be (frames, height, width) triples, got {sizes}")
     prompts = build_prompts(clips, seed, vocabulary)
     records: list[dict | None] = [None] * clips
     thumbs: list[np.ndarray | None] = [None] * clips

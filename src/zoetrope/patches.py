@@ -17,6 +17,8 @@ import torch
 from einops import rearrange
 from torch import Tensor
 
+from .errors import UserError
+
 PatchSize = tuple[int, int, int]
 T = TypeVar("T")
 
@@ -47,7 +49,7 @@ class Packed:
     def with_tokens(self, tokens: Tensor) -> Packed:
         """The same layout carrying other tokens (e.g. noised latents or a model output)."""
         if tokens.shape[0] != self.num_tokens:
-            raise ValueError(f"expected {self.num_tokens} tokens, got {tokens.shape[0]}")
+            raise UserError(f"expected {self.num_tokens} tokens, got {tokens.shape[0]}")
         return replace(self, tokens=tokens)
 
     def to(self, device: torch.device | str) -> Packed:
@@ -63,11 +65,11 @@ def _num_patches(shape: tuple[int, int, int, int], patch_size: PatchSize) -> int
 
 def _check_divisible(shape: Sequence[int], patch_size: PatchSize) -> None:
     if len(shape) != 4:
-        raise ValueError(f"latent must be (C, t, h, w), got shape {tuple(shape)}")
+        raise UserError(f"latent must be (C, t, h, w), got shape {tuple(shape)}")
     for name, size, p in zip("thw", shape[1:], patch_size):
         if size % p:
-            raise ValueError(f"latent {name}={size} is not divisible by patch size {p} "
-                             f"(latent shape {tuple(shape)}, patch_size {tuple(patch_size)})")
+            raise UserError(f"latent {name}={size} is not divisible by patch size {p} "
+                            f"(latent shape {tuple(shape)}, patch_size {tuple(patch_size)})")
 
 
 def patchify(latent: Tensor, patch_size: PatchSize) -> Tensor:
@@ -94,10 +96,10 @@ def grid_positions(grid: tuple[int, int, int], device: torch.device | str | None
 def pack(latents: Sequence[Tensor], patch_size: PatchSize) -> Packed:
     """Patchify latents of any (C, t, h, w) (same C) and concatenate them into one sequence."""
     if not latents:
-        raise ValueError("pack needs at least one latent")
+        raise UserError("pack needs at least one latent")
     channels = {x.shape[0] for x in latents}
     if len(channels) != 1:
-        raise ValueError(f"all latents must have the same channel count, got {sorted(channels)}")
+        raise UserError(f"all latents must have the same channel count, got {sorted(channels)}")
     patch_size = tuple(patch_size)  # type: ignore[assignment]
     tokens, ids, positions = [], [], []
     for i, latent in enumerate(latents):
@@ -120,7 +122,7 @@ def unpack(tokens: Tensor | Packed, packed: Packed) -> list[Tensor]:
         tokens = tokens.tokens
     volume = math.prod(packed.patch_size)
     if tokens.shape[-1] % volume:
-        raise ValueError(f"token width {tokens.shape[-1]} is not a multiple of patch volume {volume}")
+        raise UserError(f"token width {tokens.shape[-1]} is not a multiple of patch volume {volume}")
     out = []
     for chunk, shape in zip(tokens.split(packed.lengths), packed.shapes):
         grid = tuple(s // p for s, p in zip(shape[1:], packed.patch_size))
@@ -156,7 +158,7 @@ def budget_batches(items: Iterable[T], max_tokens: int, num_tokens: Callable[[T]
     for item in items:
         n = num_tokens(item)
         if n > max_tokens:
-            raise ValueError(f"a sample has {n} tokens, more than the budget of {max_tokens}")
+            raise UserError(f"a sample has {n} tokens, more than the budget of {max_tokens}")
         full = max_samples is not None and len(batch) >= max_samples
         if batch and (used + n > max_tokens or full):
             yield batch

@@ -58,6 +58,7 @@ from .data.video import SUPPORTED_WRITE, VideoError, resize_crop, write_video
 from .diffusion import (DDPMSchedule, ModelFn, classifier_free_guidance, resolution_shift,
                         sample_ddim, sample_ddpm, sample_restart)
 from .dit import DiT
+from .errors import UserError
 from .patches import Packed, concat, pack, unpack
 from .weights import WeightsError
 
@@ -116,20 +117,20 @@ class TextToVideoPipeline:
         """Fail early, in one line, when the parts cannot work together."""
         channels = self.latent_shape(self.default_size)[0]
         if self.dit.config.in_channels != channels:
-            raise ValueError(f"the DiT takes {self.dit.config.in_channels} latent channels but the "
-                             f"VAE makes {channels}")
+            raise UserError(f"the DiT takes {self.dit.config.in_channels} latent channels but the "
+                            f"VAE makes {channels}")
         if self.dit.config.text_dim != self.text_encoder.dim:
-            raise ValueError(f"the DiT takes text of width {self.dit.config.text_dim} but the text "
-                             f"encoder makes {self.text_encoder.dim}")
+            raise UserError(f"the DiT takes text of width {self.dit.config.text_dim} but the text "
+                            f"encoder makes {self.text_encoder.dim}")
         d = self.diffusion
         fitting = SAMPLERS.get(d.objective)
         if fitting is None:
-            raise ValueError(f"unknown objective {d.objective!r}; known: {', '.join(SAMPLERS)}")
+            raise UserError(f"unknown objective {d.objective!r}; known: {', '.join(SAMPLERS)}")
         if d.sampler not in fitting:
-            raise ValueError(f"sampler {d.sampler!r} does not fit objective {d.objective!r}; "
-                             f"use one of {', '.join(fitting)}")
+            raise UserError(f"sampler {d.sampler!r} does not fit objective {d.objective!r}; "
+                            f"use one of {', '.join(fitting)}")
         if self.fps <= 0:
-            raise ValueError(f"fps must be positive, got {self.fps}")
+            raise UserError(f"fps must be positive, got {self.fps}")
 
     @property
     def device(self) -> torch.device:
@@ -167,7 +168,7 @@ class TextToVideoPipeline:
     def save_pretrained(self, directory: str | Path) -> None:
         """Write the three components, then pipeline.json (last: it marks a complete directory)."""
         if not hasattr(self.vae, "save_pretrained"):  # diffusers adapters keep weights at source
-            raise ValueError(f"a {type(self.vae).__name__} cannot be saved in a pipeline directory")
+            raise UserError(f"a {type(self.vae).__name__} cannot be saved in a pipeline directory")
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.dit.save_pretrained(directory / "dit")
@@ -192,8 +193,8 @@ class TextToVideoPipeline:
             if shape[1 + axis] % p:
                 low, high = self._nearest_valid(size, axis)
                 near = " or ".join(str(v) for v in (low, high) if v is not None)
-                raise ValueError(f"{name}={value} gives a latent {'thw'[axis]}={shape[1 + axis]}, "
-                                 f"not divisible by the DiT patch size {p}; nearest valid: {near}")
+                raise UserError(f"{name}={value} gives a latent {'thw'[axis]}={shape[1 + axis]}, "
+                                f"not divisible by the DiT patch size {p}; nearest valid: {near}")
         return shape
 
     def _nearest_valid(self, size: Size, axis: int, limit: int = 4096
@@ -218,12 +219,12 @@ class TextToVideoPipeline:
         """One pixel size per prompt: `sizes`, or the given dims with the rest from default_size."""
         if sizes is not None:
             if any(v is not None for v in (num_frames, height, width)):
-                raise ValueError("pass either sizes or num_frames/height/width, not both")
+                raise UserError("pass either sizes or num_frames/height/width, not both")
             if len(sizes) != count:
-                raise ValueError(f"sizes has {len(sizes)} entries for {count} prompts")
+                raise UserError(f"sizes has {len(sizes)} entries for {count} prompts")
             out = [tuple(int(v) for v in s) for s in sizes]
             if any(len(s) != 3 for s in out):
-                raise ValueError("each entry of sizes must be (frames, height, width)")
+                raise UserError("each entry of sizes must be (frames, height, width)")
             return out  # type: ignore[return-value]
         given = (num_frames, height, width)
         return [tuple(d if v is None else int(v) for v, d in zip(given, self.default_size))] * count
@@ -245,7 +246,7 @@ class TextToVideoPipeline:
         if steps is None:
             steps = self.diffusion.num_inference_steps
         if steps < 1:
-            raise ValueError(f"num_inference_steps must be at least 1, got {steps}")
+            raise UserError(f"num_inference_steps must be at least 1, got {steps}")
         scale = self.diffusion.guidance_scale if guidance_scale is None else float(guidance_scale)
         negatives = self._negatives(negative_prompt, len(prompts)) if scale != 1 else []
         # an override is checked by DiffusionConfig, like the pipeline's own setting
@@ -274,8 +275,8 @@ class TextToVideoPipeline:
         if isinstance(negative_prompt, str):
             return [negative_prompt] * count
         if len(negative_prompt) != count:
-            raise ValueError(f"negative_prompt has {len(negative_prompt)} entries "
-                             f"for {count} prompts")
+            raise UserError(f"negative_prompt has {len(negative_prompt)} entries "
+                            f"for {count} prompts")
         return list(negative_prompt)
 
     def encode_text(self, prompts: list[str]) -> tuple[Tensor, Tensor]:
@@ -310,13 +311,13 @@ class TextToVideoPipeline:
         several = isinstance(first_frame, (list, tuple))
         images = list(first_frame) if several else [first_frame] * len(shapes)
         if len(images) != len(shapes):
-            raise ValueError(f"first_frame has {len(images)} images for {len(shapes)} prompts")
+            raise UserError(f"first_frame has {len(images)} images for {len(shapes)} prompts")
         if self.dit.config.patch_size[0] != 1:
-            raise ValueError("first_frame needs a DiT with temporal patch size 1")
+            raise UserError("first_frame needs a DiT with temporal patch size 1")
         out = []
         for image, shape, (_, height, width) in zip(images, shapes, pixel_sizes):
             if shape[1] < 2:
-                raise ValueError("first_frame with num_frames=1 leaves nothing to generate")
+                raise UserError("first_frame with num_frames=1 leaves nothing to generate")
             pixels = _image_to_pixels(image, height, width).to(self.device)  # (1, 3, 1, H, W)
             latent = torch.zeros(shape, device=self.device)
             latent[:, :1] = self.vae.encode_latent(pixels)[0]  # (C, 1, h, w)
@@ -444,8 +445,8 @@ def _image_to_pixels(image: np.ndarray, height: int, width: int) -> Tensor:
     """uint8 (H, W, 3) image -> (1, 3, 1, height, width) in [-1, 1], resized and centre-cropped."""
     image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
-        raise ValueError(f"first_frame must be uint8 (H, W, 3), "
-                         f"got {image.dtype} {tuple(image.shape)}")
+        raise UserError(f"first_frame must be uint8 (H, W, 3), "
+                        f"got {image.dtype} {tuple(image.shape)}")
     image = resize_crop(image[None], height, width)[0]
     pixels = torch.from_numpy(np.ascontiguousarray(image)).float() / 127.5 - 1  # (H, W, 3)
     return pixels.permute(2, 0, 1)[None, :, None]
@@ -456,7 +457,7 @@ def _as_prompts(prompt: str | list[str]) -> list[str]:
     prompts = [prompt] if isinstance(prompt, str) else list(prompt)
     bad = [p for p in prompts if not isinstance(p, str) or not p.strip()]
     if bad or not prompts:
-        raise ValueError(f"empty prompt {bad[0] if bad else []!r}; describe the video to generate")
+        raise UserError(f"empty prompt {bad[0] if bad else []!r}; describe the video to generate")
     return prompts
 
 
@@ -465,9 +466,9 @@ def _generator(seed: int | None, generator: torch.Generator | None
     """The CPU generator noise comes from, and the seed it started from (None if passed in)."""
     if generator is not None:
         if seed is not None:
-            raise ValueError("pass seed or generator, not both")
+            raise UserError("pass seed or generator, not both")
         if generator.device.type != "cpu":
-            raise ValueError("generator must be a CPU torch.Generator (noise is drawn on the CPU)")
+            raise UserError("generator must be a CPU torch.Generator (noise is drawn on the CPU)")
         return generator, None
     generator = torch.Generator()
     if seed is None:

@@ -43,11 +43,12 @@ from torch import Tensor, nn
 
 from . import weights
 from .config import VAEConfig
+from .errors import UserError
 
 Cache = dict[nn.Module, Any]  # causal state carried from one chunk to the next
 
 
-class VAEShapeError(ValueError):
+class VAEShapeError(UserError):
     """A video size the VAE cannot take (message is one line naming the nearest valid sizes)."""
 
 
@@ -404,7 +405,7 @@ class CausalVAE(VAEShapes, nn.Module):
     def _pixel_chunks(self, t: int, chunk_size: int) -> list[tuple[int, int]]:
         """Pixel frame ranges of latent frames [i, i + chunk_size): latent j <-> 4j-3..4j."""
         if chunk_size < 1:
-            raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
+            raise UserError(f"chunk_size must be at least 1, got {chunk_size}")
         f = self.config.temporal_downsample
         ends = [min(i + chunk_size, t) for i in range(0, t, chunk_size)]
         bounds = [0] + [1 + (e - 1) * f for e in ends]
@@ -476,7 +477,7 @@ def set_scaling_from_data(vae: CausalVAE, latents: Tensor | Iterable[Tensor]
         total, total_sq = total + z.sum().item(), total_sq + z.pow(2).sum().item()
         count += z.numel()
     if count < 2:
-        raise ValueError("set_scaling_from_data needs at least two latent values")
+        raise UserError("set_scaling_from_data needs at least two latent values")
     mean = total / count
     std = max((total_sq / count - mean * mean) * count / (count - 1), 1e-12) ** 0.5
     vae.config.scaling_mean, vae.config.scaling_std = mean, std

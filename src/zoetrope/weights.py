@@ -19,11 +19,12 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .config import ConfigError, from_dict, to_dict
+from .errors import UserError
 
 M = TypeVar("M", bound=nn.Module)
 
 
-class WeightsError(ValueError):
+class WeightsError(UserError):
     """A weights directory is missing, incomplete or corrupt (message is one line)."""
 
 

@@ -34,6 +34,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 from tqdm import tqdm
 
+from ..errors import UserError
 from .video import _atomic  # temp file beside the target, then rename
 
 FORMAT = 1  # bump when the layout changes
@@ -44,7 +45,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 _DESCRIBED = ("sizes", "seed", "fps", "two_objects", "root")
 
 
-class CacheError(ValueError):
+class CacheError(UserError):
     """A cache directory is incomplete, corrupt or was made differently (message is one line)."""
 
 

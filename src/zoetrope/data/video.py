@@ -26,13 +26,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import UserError
+
 SUPPORTED_WRITE = (".mp4", ".webm", ".gif", ".png")
 
 # Frames resized per interpolate call: bounds the float32 working memory for long clips.
 _RESIZE_CHUNK = 16
 
 
-class VideoError(ValueError):
+class VideoError(UserError):
     """A video file cannot be read or written (message is one line)."""
 
 
