@@ -193,17 +193,17 @@ def main(argv: list[str] | None = None) -> None:
               "peak TFLOP/s", "MFU %")
     print(f"{header[0]:>9} {header[1]:>11} {header[2]:>8} {header[3]:>9} {header[4]:>16} "
           f"{header[5]:>12} {header[6]:>6}")
-    short_keys = attention.SHORT_KEYS
+    short_keys = attention.CPU_MATMUL_MAX_KEYS
     for precision in args.precision:
         peak = matmul_peak(dtypes[precision], size, device)
         for peer in ([False, True] if args.sdpa_peer else [False]):
-            attention.SHORT_KEYS = 0 if peer else short_keys
+            attention.CPU_MATMUL_MAX_KEYS = 0 if peer else short_keys
             seconds = time_steps(model, batch, precision, args.warmup, steps, device)
             achieved = train_flops / seconds
             label = precision + (" sdpa" if peer else "")
             print(f"{label:>9} {tokens:>11} {seconds:>8.3f} {tokens / seconds:>9.1f} "
                   f"{achieved / 1e12:>16.4f} {peak / 1e12:>12.4f} {100 * achieved / peak:>6.1f}")
-    attention.SHORT_KEYS = short_keys
+    attention.CPU_MATMUL_MAX_KEYS = short_keys
 
 
 if __name__ == "__main__":

@@ -8,9 +8,12 @@ import torch
 import torch.nn.functional as F
 
 from zoetrope import attention as attn_mod
-from zoetrope.attention import apply_rope, attention, make_layout, packed_attention, rope_angles
+from zoetrope.attention import (apply_rope, attention, group_order, make_layout, packed_attention,
+                                resolve_backend, rope_angles)
 from zoetrope.config import DIT_PRESETS, PRESET_INPUTS, DiTConfig, dit_preset
+from zoetrope import dit as dit_mod
 from zoetrope.dit import DiT, count_params, forward_flops
+from zoetrope.errors import UserError
 from zoetrope.patches import pack, unpack
 
 # Table 4 of Peebles and Xie: (params in millions, GFLOPs at 256x256).
@@ -69,12 +72,12 @@ def per_sample_reference(q, k, v, lengths, text_k=None, text_v=None, text_mask=N
     return torch.cat(outs)
 
 
-@pytest.mark.parametrize("lengths, adjacent", [([6, 6, 4, 4, 1], True), ([6, 4, 6, 1, 4], False)])
-def test_packed_attention_adjacent_and_scattered_groups(lengths, adjacent):
+@pytest.mark.parametrize("lengths, runs", [([6, 6, 4, 4, 1], 3), ([6, 4, 6, 1, 4], 5)])
+def test_packed_attention_in_any_order(lengths, runs):
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(sum(lengths), 2, 8, generator=g) for _ in range(3))
     layout = make_layout(lengths)
-    assert layout.adjacent == adjacent  # sorted batches take the split/cat path
+    assert len(layout.runs) == runs  # each run of equal lengths is one dense call
     torch.testing.assert_close(packed_attention(q, k, v, layout), per_sample_reference(q, k, v, lengths))
     tk, tv = (torch.randn(len(lengths), 5, 2, 8, generator=g) for _ in range(2))
     tmask = torch.arange(5)[None] < torch.tensor([5, 2, 3, 1, 4])[:, None]
@@ -87,7 +90,8 @@ def test_short_low_precision_cpu_attention_matches_fp32_sdpa():
     q, k, v = (torch.randn(3, 2, 20, 16, generator=g) for _ in range(3))
     mask = torch.rand(3, 1, 1, 20, generator=g) > 0.3
     reference = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    assert k.shape[-2] <= attn_mod.SHORT_KEYS  # the explicit-matmul path
+    assert k.shape[-2] <= attn_mod.CPU_MATMUL_MAX_KEYS  # the explicit-matmul path
+    assert attn_mod.use_cpu_matmuls(q.bfloat16(), k) and not attn_mod.use_cpu_matmuls(q, k)
     out = attn_mod._dense_attention(*(x.bfloat16() for x in (q, k, v)), mask)
     assert out.dtype == torch.bfloat16
     torch.testing.assert_close(out.float(), reference, atol=3e-2, rtol=3e-2)
@@ -97,6 +101,67 @@ def test_short_low_precision_cpu_attention_matches_fp32_sdpa():
     torch.testing.assert_close(out.float(), reference, atol=3e-2, rtol=3e-2)
     exact = attn_mod._dense_attention(q, k, v, mask)  # fp32 outside autocast: SDPA itself
     torch.testing.assert_close(exact, reference, atol=0, rtol=0)
+
+
+# Token counts 12, 1, 18, 12, 1, 18 interleaved; the two 12-token samples differ in shape.
+INTERLEAVED = [(3, 2, 4, 6), (3, 1, 2, 2), (3, 3, 6, 4), (3, 3, 4, 4), (3, 1, 2, 2), (3, 3, 6, 4)]
+
+
+def test_any_sample_order_equals_each_sample_alone_and_attention_sees_one_run_per_size(monkeypatch):
+    torch.manual_seed(0)
+    model = tiny(pos_embed="rope+abs").eval()
+    latents = [torch.randn(s) for s in INTERLEAVED]
+    packed = pack(latents, (1, 2, 2))
+    t = torch.linspace(0.1, 0.9, len(latents))[packed.sample_ids]  # per token, clean first frame
+    t = torch.where(packed.positions[:, 0] == 0, torch.zeros_like(t), t)
+    text = torch.randn(len(latents), 5, 16)
+    mask = torch.arange(5)[None] < torch.tensor([5, 1, 3, 2, 4, 5])[:, None]
+    runs = []
+    real = dit_mod.packed_attention
+    monkeypatch.setattr(dit_mod, "packed_attention", lambda *a: runs.append(a[3].runs) or real(*a))
+    with torch.no_grad():
+        together = unpack(model(packed, t, text, mask), packed)
+    # every self- and cross-attention call: one dense run per token count, no gather
+    assert runs and all(r == [(2, 12), (2, 1), (2, 18)] for r in runs), runs
+    monkeypatch.undo()
+    for i, x in enumerate(latents):
+        single = pack([x], (1, 2, 2))
+        n = int(mask[i].sum())
+        with torch.no_grad():
+            alone = unpack(model(single, t[packed.sample_ids == i], text[i:i + 1, :n]), single)[0]
+        torch.testing.assert_close(together[i], alone, atol=1e-5, rtol=1e-5)
+
+
+def test_grouping_is_a_pure_reordering():
+    # The interleaved batch runs as the same batch packed in grouped order, to the bit.
+    torch.manual_seed(0)
+    model = tiny().eval()
+    latents = [torch.randn(s) for s in INTERLEAVED]
+    order = group_order([x[0].numel() // 4 for x in latents])
+    assert order == [0, 3, 1, 4, 2, 5] and group_order([12, 12, 1]) is None
+    t, text = torch.rand(len(latents)), torch.randn(len(latents), 3, 16)
+    with torch.no_grad():
+        mixed = unpack(model(pack(latents, (1, 2, 2)), t, text), pack(latents, (1, 2, 2)))
+        grouped = pack([latents[i] for i in order], (1, 2, 2))
+        sorted_out = unpack(model(grouped, t[order], text[order]), grouped)
+    for j, i in enumerate(order):
+        torch.testing.assert_close(mixed[i], sorted_out[j], atol=0, rtol=0)
+
+
+def test_attention_is_chosen_at_construction(tmp_path):
+    config = DiTConfig(in_channels=3, dim=32, depth=2, num_heads=2, text_dim=8)
+    with pytest.raises(UserError, match="unknown attention backend 'flash9'; valid: auto, sdpa, flex"):
+        DiT(config, attention="flash9")
+    sdpa, flex = DiT(config, attention="sdpa"), DiT(config, attention="flex")
+    assert DiT(config).attention == "auto" and sdpa.attention == "sdpa"
+    assert {b.attn.backend for b in flex.blocks} == {"flex"}  # per instance, not per class
+    assert {b.attn.backend for b in sdpa.blocks} == {"sdpa"}
+    assert not hasattr(DiT, "set_attention_backend")
+    sdpa.save_pretrained(tmp_path / "dit")
+    loaded = DiT.from_pretrained(tmp_path / "dit", attention="flex")
+    assert loaded.attention == "flex" and {b.attn.backend for b in loaded.blocks} == {"flex"}
+    assert "attention" not in (tmp_path / "dit" / "config.json").read_text()  # a machine choice
+    assert resolve_backend("auto", torch.zeros(1)) == "sdpa"  # CPU, and no compile: dense SDPA
 
 
 def test_per_token_timesteps_clean_first_frame():
@@ -214,7 +279,7 @@ def test_cuda_flex_matches_cpu_reference():
     q, k, v = torch.randn(3, 300, 4, 32).unbind(0)
     ids = torch.tensor([0] * 100 + [1] * 37 + [2] * 163)
     ref = attention(q, k, v, ids, ids, backend="sdpa")
-    out = attention(q.cuda(), k.cuda(), v.cuda(), ids.cuda(), ids.cuda(), backend="auto")
+    out = attention(q.cuda(), k.cuda(), v.cuda(), ids.cuda(), ids.cuda(), backend="flex")
     torch.testing.assert_close(out.cpu(), ref, atol=2e-3, rtol=2e-3)
 
 

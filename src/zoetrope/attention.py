@@ -2,11 +2,18 @@
 
 `attention` is the single attention function of the model. Queries and keys carry sample ids;
 a query attends only to keys of its own sample (block-diagonal mask), so a packed batch gives the
-same result as each sample run alone. Backends: PyTorch SDPA with a boolean mask (reference, any
-device) and flex attention with a block mask (CUDA; skips the masked blocks instead of computing
-them). Both take (N, heads, head_dim) tensors without a batch axis. `packed_attention` runs each
-group of equal-length samples as a dense batch; short low-precision sequences on CPU skip SDPA for
-two matmuls (`_dense_attention`): 4x faster at 80 keys on 2 cores, about even at 256.
+same result as each sample run alone. Backends (`BACKENDS`, chosen when the model is built):
+"sdpa", PyTorch SDPA (the reference, any device; in the model, per group of equal-length samples
+through `packed_attention`), and "flex", flex attention with a block mask over the whole packed
+sequence (CUDA; skips the masked blocks, fused only under torch.compile). "auto" takes flex where
+it is fused (CUDA under torch.compile) and SDPA elsewhere (`resolve_backend`).
+
+`packed_attention` runs each run of equal-length samples (`Layout`) as one dense batch, cutting the
+sequence with views. Any sample order is correct; the DiT puts equal lengths side by side
+(`group_order`) so that each length is one run, whatever order the data came in.
+
+CPU-specific tuning lives in one place, the "CPU tuning" section: short low-precision sequences on
+CPU skip SDPA for two matmuls (4x faster at 80 keys on 2 cores, about even at 256).
 
 Positions are data: 3D RoPE (Su et al., RoFormer, arXiv 2104.09864) rotates query/key channel
 pairs by angles computed from each token's (t, h, w) position, so any grid size works. The head
@@ -26,16 +33,36 @@ from torch import Tensor
 from .errors import UserError
 
 
+BACKENDS = ("auto", "sdpa", "flex")
+
+
+def check_backend(backend: str) -> str:
+    """`backend` if it is one of BACKENDS, else a one-line UserError naming them."""
+    if backend not in BACKENDS:
+        raise UserError(f"unknown attention backend {backend!r}; valid: {', '.join(BACKENDS)}")
+    return backend
+
+
+def resolve_backend(backend: str, x: Tensor) -> str:
+    """"sdpa" or "flex" for tensors like `x`: "auto" takes flex only on CUDA under torch.compile.
+
+    Without compile, flex runs an unfused reference that builds the whole (N, N) score matrix,
+    slower and larger than dense SDPA per group of equal-length samples.
+    """
+    if backend != "auto":
+        return backend
+    fused = x.is_cuda and torch.compiler.is_compiling() and _flex_available()
+    return "flex" if fused else "sdpa"
+
+
 def attention(q: Tensor, k: Tensor, v: Tensor, q_ids: Tensor, kv_ids: Tensor,
               backend: str = "auto") -> Tensor:
     """Block-diagonal attention: (N, heads, Dh) queries over (M, heads, Dh) keys/values.
 
     q_ids (N,) and kv_ids (M,) are sample ids; a query sees only keys with the same id.
-    backend: "sdpa", "flex", or "auto" (flex on CUDA when available, else SDPA).
+    backend: one of BACKENDS (see `resolve_backend`).
     """
-    if backend == "auto":
-        backend = "flex" if q.is_cuda and _flex_available() else "sdpa"
-    if backend == "flex":
+    if resolve_backend(check_backend(backend), q) == "flex":
         return _flex(q, k, v, q_ids, kv_ids)
     mask = q_ids[:, None] == kv_ids[None, :]  # (N, M)
     out = F.scaled_dot_product_attention(
@@ -46,44 +73,40 @@ def attention(q: Tensor, k: Tensor, v: Tensor, q_ids: Tensor, kv_ids: Tensor,
 
 @dataclass
 class Layout:
-    """How a packed sequence splits into samples, so attention can skip the masked blocks.
+    """How a packed sequence splits into samples: runs of adjacent samples of equal length.
 
-    Samples of equal length form a group and attend as one dense batch: the cost is the sum of
-    n_i^2 over samples instead of N^2 for the whole packed sequence. Tokens of a sample are
-    contiguous, samples in order (as `pack` lays them out). When each group's samples are
-    adjacent (e.g. the batch was sorted by size), groups are cut with `split` and joined with
-    `cat`; otherwise they are gathered by index and scattered back, which costs more (on CPU about
-    6% of a bf16 training step of the bundled model's mixed batch).
+    Each run attends as one dense batch, so the cost is the sum of n_i^2 over samples instead of
+    N^2 for the whole sequence, and runs are cut from the sequence with views (no gather). Tokens
+    of a sample are contiguous, samples in packing order (as `pack` lays them out).
     """
 
-    # (token index, sample ids (k,), n); the index is None when every group is adjacent
-    groups: list[tuple[Tensor | None, Tensor, int]]
-    num_tokens: int
+    runs: list[tuple[int, int]]  # (samples in the run, tokens per sample), in sequence order
 
     @property
-    def adjacent(self) -> bool:
-        """Each group's samples sit side by side, groups in packing order: split, no gather."""
-        return all(index is None for index, _, _ in self.groups)
+    def num_tokens(self) -> int:
+        return sum(count * n for count, n in self.runs)
 
 
-def make_layout(lengths: list[int], device: torch.device | str | None = None) -> Layout:
-    """Group samples by token count; adjacent groups (in packing order) need no gather."""
-    offsets = [0]
+def make_layout(lengths: list[int]) -> Layout:
+    """Cut per-sample token counts into maximal runs of equal length."""
+    runs: list[tuple[int, int]] = []
     for n in lengths:
-        offsets.append(offsets[-1] + n)
-    by_len: dict[int, list[int]] = {}
-    for i, n in enumerate(lengths):
-        by_len.setdefault(n, []).append(i)
-    adjacent = all(samples[-1] - samples[0] == len(samples) - 1 for samples in by_len.values())
-    groups = []
-    for n, samples in by_len.items():
-        ids = torch.tensor(samples, device=device)
-        if adjacent:
-            groups.append((None, ids, n))
+        if runs and runs[-1][1] == n:
+            runs[-1] = (runs[-1][0] + 1, n)
         else:
-            index = torch.cat([torch.arange(offsets[i], offsets[i] + n, device=device) for i in samples])
-            groups.append((index, ids, n))
-    return Layout(groups, offsets[-1])
+            runs.append((1, n))
+    return Layout(runs)
+
+
+def group_order(lengths: list[int]) -> list[int] | None:
+    """A sample order putting equal lengths side by side (first appearance first, stable), so each
+    length is one run; None when they already are (the order is then left alone)."""
+    by_length: dict[int, list[int]] = {}
+    for i, n in enumerate(lengths):
+        by_length.setdefault(n, []).append(i)
+    if len(by_length) == len(make_layout(lengths).runs):
+        return None
+    return [i for samples in by_length.values() for i in samples]
 
 
 def packed_attention(q: Tensor, k: Tensor, v: Tensor, layout: Layout,
@@ -91,29 +114,19 @@ def packed_attention(q: Tensor, k: Tensor, v: Tensor, layout: Layout,
     """Attention per sample via `layout`: q (N, heads, Dh) over packed k, v (N, heads, Dh)
     (self-attention) or over padded per-sample k, v (B, L, heads, Dh) with kv_mask (B, L)
     (cross-attention, True = real token)."""
-    cross = kv_mask is not None
-    if layout.adjacent:  # views in, one cat out
-        tokens = [n * len(ids) for _, ids, n in layout.groups]
-        if cross:
-            counts = [len(ids) for _, ids, _ in layout.groups]
-            kvs = zip(k.split(counts), v.split(counts), kv_mask.split(counts))
-        else:
-            kvs = zip(k.split(tokens), v.split(tokens), [None] * len(tokens))
-        outs = [_group_attention(qg, kg, vg, mask, n)
-                for qg, (kg, vg, mask), (_, _, n) in zip(q.split(tokens), kvs, layout.groups)]
-        return outs[0] if len(outs) == 1 else torch.cat(outs)
-    out = q.new_empty(q.shape)
-    for index, samples, n in layout.groups:
-        if cross:
-            kg, vg, mask = k[samples], v[samples], kv_mask[samples]
-        else:
-            kg, vg, mask = k[index], v[index], None
-        out[index] = _group_attention(q[index], kg, vg, mask, n)
-    return out
+    tokens = [count * n for count, n in layout.runs]
+    if kv_mask is not None:
+        counts = [count for count, _ in layout.runs]
+        kvs = zip(k.split(counts), v.split(counts), kv_mask.split(counts))
+    else:
+        kvs = zip(k.split(tokens), v.split(tokens), [None] * len(tokens))
+    outs = [_run_attention(qr, kr, vr, mask, n)
+            for qr, (kr, vr, mask), (_, n) in zip(q.split(tokens), kvs, layout.runs)]
+    return outs[0] if len(outs) == 1 else torch.cat(outs)
 
 
-def _group_attention(q: Tensor, k: Tensor, v: Tensor, kv_mask: Tensor | None, n: int) -> Tensor:
-    """One group of equal-length samples: q (k*n, heads, Dh) over their own k, v (packed like q,
+def _run_attention(q: Tensor, k: Tensor, v: Tensor, kv_mask: Tensor | None, n: int) -> Tensor:
+    """One run of equal-length samples: q (k*n, heads, Dh) over their own k, v (packed like q,
     or (k, L, heads, Dh) padded text with kv_mask (k, L)); returns (k*n, heads, Dh)."""
     qg = q.unflatten(0, (-1, n)).transpose(1, 2)  # (k, heads, n, Dh)
     if kv_mask is None:
@@ -126,28 +139,44 @@ def _group_attention(q: Tensor, k: Tensor, v: Tensor, kv_mask: Tensor | None, n:
     return og.transpose(1, 2).flatten(0, 1)  # (k * n, heads, Dh)
 
 
+def _dense_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+    """softmax(q k^T / sqrt(Dh)) v over (..., n, Dh); mask broadcasts to (..., n, L), True = keep."""
+    if use_cpu_matmuls(q, k):
+        return cpu_matmul_attention(q, k, v, mask)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+# --------------------------------------------------------------------------------------------
+# CPU tuning: the one place that picks kernels for CPUs
+# --------------------------------------------------------------------------------------------
+
 # Longest key sequence for which low-precision CPU attention runs as explicit matmuls. PyTorch's
 # bf16 SDPA kernel on CPU is slow on short sequences (2 cores, 32 x 4 heads x 80 tokens, forward
 # and backward: 18.8 ms vs 4.2 ms as two matmuls); from ~256 keys on its blocked kernel wins.
-SHORT_KEYS = 256
+CPU_MATMUL_MAX_KEYS = 256
 
 
-def _dense_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
-    """softmax(q k^T / sqrt(Dh)) v over (..., n, Dh); mask broadcasts to (..., n, L), True = keep.
-
-    SDPA, except for short sequences in bf16/fp16 (or under CPU autocast) on CPU: there two
-    matmuls in that precision with the softmax in float32.
-    """
+def use_cpu_matmuls(q: Tensor, k: Tensor) -> bool:
+    """Whether attention of q over k takes `cpu_matmul_attention` instead of SDPA: on CPU, in
+    bf16/fp16 (or under CPU autocast), with at most CPU_MATMUL_MAX_KEYS keys."""
     low = q.dtype in (torch.bfloat16, torch.float16) or (
         q.device.type == "cpu" and torch.is_autocast_enabled("cpu"))
-    if q.device.type != "cpu" or not low or k.shape[-2] > SHORT_KEYS:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    return q.device.type == "cpu" and low and k.shape[-2] <= CPU_MATMUL_MAX_KEYS
+
+
+def cpu_matmul_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+    """Attention as two matmuls in the low precision, with the softmax in float32."""
     dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else q.dtype
     q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
     scores = (q @ k.transpose(-1, -2)).float() * q.shape[-1] ** -0.5
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
     return scores.softmax(-1).to(dtype) @ v
+
+
+# --------------------------------------------------------------------------------------------
+# Flex attention
+# --------------------------------------------------------------------------------------------
 
 
 def _flex_available() -> bool:

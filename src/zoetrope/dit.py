@@ -11,19 +11,27 @@ the paper's class-conditional image presets, its fixed 2D sin-cos embedding.
 The conditioning is computed once per distinct (sample, timestep) pair and gathered per token,
 so adaLN costs what it costs in the paper (per sample), not per token.
 
+Attention is chosen when the model is built: `DiT(config, attention="auto" | "sdpa" | "flex")`
+(see `attention.resolve_backend`). Samples may come in any order: the forward permutes tokens
+once so that samples of equal length sit side by side (every attention call then cuts the
+sequence into dense groups with views) and undoes the permutation on the output. Tokens only meet
+inside attention, which is per sample, so the order changes nothing but speed.
+
 Timesteps are t in [0, 1] (t = 0 clean); the embedder sees t * 1000, as DiT saw integer steps.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from . import weights
-from .attention import (Layout, apply_rope, attention, make_layout, packed_attention, rope_angles,
-                        sincos_2d, sincos_3d, timestep_embedding)
+from .attention import (Layout, apply_rope, attention, check_backend, group_order, make_layout,
+                        packed_attention, resolve_backend, rope_angles, sincos_2d, sincos_3d,
+                        timestep_embedding)
 from .config import DiTConfig
 from .errors import UserError
 from .patches import Packed
@@ -49,16 +57,15 @@ class TimestepEmbedder(nn.Module):
 class SelfAttention(nn.Module):
     """Multi-head self-attention over a packed sequence, with QK-norm and RoPE.
 
-    `backend`: "sdpa" (per-sample dense SDPA over groups of equal-length samples; flash kernels on
-    CUDA) or "flex" (one flex-attention call with a block-diagonal block mask; pair with
-    torch.compile on CUDA). Set with `DiT.set_attention_backend`.
+    `backend`: "sdpa" (dense SDPA per run of equal-length samples; flash kernels on CUDA), "flex"
+    (one flex-attention call with a block-diagonal block mask; pair with torch.compile on CUDA) or
+    "auto" (`attention.resolve_backend`). Fixed when the model is built.
     """
 
-    backend = "sdpa"
-
-    def __init__(self, dim: int, num_heads: int, qk_norm: bool):
+    def __init__(self, dim: int, num_heads: int, qk_norm: bool, backend: str = "auto"):
         super().__init__()
         self.num_heads = num_heads
+        self.backend = check_backend(backend)
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
         head_dim = dim // num_heads
@@ -70,7 +77,7 @@ class SelfAttention(nn.Module):
         q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        if self.backend == "flex":
+        if resolve_backend(self.backend, q) == "flex":
             return self.proj(attention(q, k, v, ids, ids, backend="flex").flatten(1))
         return self.proj(packed_attention(q, k, v, layout).flatten(1))  # (N, D)
 
@@ -97,11 +104,11 @@ class CrossAttention(nn.Module):
 class DiTBlock(nn.Module):
     """adaLN-Zero block: self-attention, optional text cross-attention, MLP."""
 
-    def __init__(self, config: DiTConfig):
+    def __init__(self, config: DiTConfig, attention: str = "auto"):
         super().__init__()
         dim = config.dim
         self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
-        self.attn = SelfAttention(dim, config.num_heads, config.qk_norm)
+        self.attn = SelfAttention(dim, config.num_heads, config.qk_norm, attention)
         self.cross = None
         if config.text_dim:
             self.norm_cross = nn.LayerNorm(dim, eps=1e-6)
@@ -137,12 +144,51 @@ class FinalLayer(nn.Module):
         return self.linear(modulate(self.norm(x), shift, scale))
 
 
-class DiT(nn.Module):
-    """Packed-sequence Diffusion Transformer; see the module docstring."""
+@dataclass
+class _Grouping:
+    """A permutation of packed tokens that puts samples of equal length side by side."""
 
-    def __init__(self, config: DiTConfig):
+    order: Tensor  # (B,) the sample at each new place
+    index: Tensor  # (N,) the token at each new place
+    inverse: Tensor  # (N,) the new place of each token
+    lengths: list[int]  # tokens per sample, in the new order
+
+    @classmethod
+    def of(cls, packed: Packed) -> _Grouping | None:
+        """The grouping of `packed` (`attention.group_order`), or None when it needs none."""
+        lengths = packed.lengths
+        order = group_order(lengths)
+        if order is None:
+            return None
+        device = packed.tokens.device
+        starts = [0]
+        for n in lengths:
+            starts.append(starts[-1] + n)
+        index = torch.cat([torch.arange(starts[i], starts[i + 1], device=device) for i in order])
+        inverse = torch.empty_like(index)
+        inverse[index] = torch.arange(len(index), device=device)
+        return cls(torch.tensor(order, device=device), index, inverse, [lengths[i] for i in order])
+
+    def tokens(self, x: Tensor) -> Tensor:
+        """A per-token tensor (N, ...) in the grouped order."""
+        return x.index_select(0, self.index)
+
+    def samples(self, x: Tensor) -> Tensor:
+        """A per-sample tensor (B, ...) in the grouped order."""
+        return x.index_select(0, self.order)
+
+
+class DiT(nn.Module):
+    """Packed-sequence Diffusion Transformer; see the module docstring.
+
+    attention: the self-attention backend, "auto" (flex on CUDA under torch.compile, else SDPA),
+    "sdpa" or "flex"; a property of this instance, never of the class.
+    """
+
+    def __init__(self, config: DiTConfig, attention: str = "auto"):
         super().__init__()
         self.config = config
+        self.attention = check_backend(attention)
         pt, ph, pw = config.patch_size
         volume = pt * ph * pw
         self.x_embedder = nn.Linear(config.in_channels * volume, config.dim)
@@ -154,7 +200,7 @@ class DiT(nn.Module):
                                            nn.Linear(config.dim, config.dim))
             if config.pooled_text:
                 self.pool_proj = nn.Linear(config.dim, config.dim)
-        self.blocks = nn.ModuleList([DiTBlock(config) for _ in range(config.depth)])
+        self.blocks = nn.ModuleList([DiTBlock(config, attention) for _ in range(config.depth)])
         self.final_layer = FinalLayer(config.dim, config.out_channels * volume)
         if not any(p.is_meta for p in self.parameters()):
             self.initialize_weights()
@@ -185,29 +231,38 @@ class DiT(nn.Module):
         t: (B,) per sample or (N,) per token, in [0, 1]. text: (B, L, text_dim) with a bool
         mask (B, L) (True = real token). labels: (B,) class ids (num_classes = null class).
         """
-        ids = packed.sample_ids
         group_t, group_ids, cond_index = self._cond_groups(t, packed)
         x = self.x_embedder(packed.tokens)  # (N, D)
         c = self.t_embedder(group_t)  # (G, D)
         if self.config.num_classes:
             c = c + self.y_embedder(labels)[group_ids]
-        rope = None
-        if self.config.pos_embed == "sincos":
-            x = x + sincos_2d(packed.positions, self.config.dim).to(x.dtype)
-        else:
-            rope = rope_angles(packed.positions, self.config.dim // self.config.num_heads,
-                               self.config.rope_theta)
-            if self.config.pos_embed == "rope+abs":
-                x = x + sincos_3d(packed.positions, self.config.dim).to(x.dtype)
-        layout = make_layout(packed.lengths, x.device)
+        x, rope = self._positions(x, packed.positions)
         txt, txt_mask = None, None
         if self.config.text_dim:
             txt, txt_mask, pooled = self._embed_text(text, text_mask, packed.num_samples)
             if self.config.pooled_text:
                 c = c + self.pool_proj(pooled)[group_ids]
+        ids, lengths = packed.sample_ids, packed.lengths
+        grouping = _Grouping.of(packed)  # None when equal lengths already sit side by side
+        if grouping is not None:  # every per-token and per-sample input moves with its token
+            x, cond_index, ids = (grouping.tokens(v) for v in (x, cond_index, ids))
+            rope = None if rope is None else (grouping.tokens(rope[0]), grouping.tokens(rope[1]))
+            txt, txt_mask = (None if v is None else grouping.samples(v) for v in (txt, txt_mask))
+            lengths = grouping.lengths
+        layout = make_layout(lengths)
         for block in self.blocks:
             x = block(x, c, cond_index, ids, layout, rope, txt, txt_mask)
-        return self.final_layer(x, c, cond_index)
+        out = self.final_layer(x, c, cond_index)  # (N, C_out * pt * ph * pw)
+        return out if grouping is None else out.index_select(0, grouping.inverse)
+
+    def _positions(self, x: Tensor, positions: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor] | None]:
+        """Add the absolute embedding (sincos, rope+abs) to x (N, D); RoPE angles (N, Dh/2) x 2."""
+        if self.config.pos_embed == "sincos":
+            return x + sincos_2d(positions, self.config.dim).to(x.dtype), None
+        rope = rope_angles(positions, self.config.dim // self.config.num_heads, self.config.rope_theta)
+        if self.config.pos_embed == "rope+abs":
+            x = x + sincos_3d(positions, self.config.dim).to(x.dtype)
+        return x, rope
 
     @staticmethod
     def _cond_groups(t: Tensor, packed: Packed) -> tuple[Tensor, Tensor, Tensor]:
@@ -236,21 +291,15 @@ class DiT(nn.Module):
         w = mask.to(emb.dtype)[..., None]  # (B, L, 1)
         return emb, mask.bool(), (emb * w).sum(1) / w.sum(1)
 
-    def set_attention_backend(self, backend: str) -> None:
-        """"sdpa" (default, any device) or "flex" (block-mask flex attention, for CUDA + compile)."""
-        if backend not in ("sdpa", "flex"):
-            raise UserError(f"attention backend must be 'sdpa' or 'flex', got {backend!r}")
-        for block in self.blocks:
-            block.attn.backend = backend
-
     # ---- weights -------------------------------------------------------------------------
 
     def save_pretrained(self, directory: str | Path) -> None:
         weights.save_pretrained(self, directory)
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path) -> DiT:
-        return weights.load_pretrained(cls, DiTConfig, directory)
+    def from_pretrained(cls, directory: str | Path, attention: str = "auto") -> DiT:
+        """Load a DiT directory; `attention` is its backend (not stored: it suits the machine)."""
+        return weights.load_pretrained(cls, DiTConfig, directory, build={"attention": attention})
 
 
 def count_params(model: nn.Module) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Mapping, TypeVar
 
 import torch
 from safetensors import SafetensorError
@@ -75,8 +75,13 @@ def load_state(directory: str | Path) -> dict[str, torch.Tensor]:
         raise WeightsError(f"{path} is corrupt: {e}") from None
 
 
-def load_pretrained(cls: type[M], config_cls: type, directory: str | Path, **overrides: Any) -> M:
-    """Build `cls(config)` on the meta device and assign the saved tensors to it."""
+def load_pretrained(cls: type[M], config_cls: type, directory: str | Path,
+                    build: Mapping[str, Any] | None = None, **overrides: Any) -> M:
+    """Build `cls(config, **build)` on the meta device and assign the saved tensors to it.
+
+    `build`: constructor arguments that are not part of the saved config (e.g. the DiT's
+    attention backend, a choice for the machine); `overrides`: config fields to change.
+    """
     data = read_config(directory)
     data.pop("class", None)
     extra = {k: data.pop(k) for k in list(data) if k.startswith("_")}
@@ -85,7 +90,7 @@ def load_pretrained(cls: type[M], config_cls: type, directory: str | Path, **ove
     except ConfigError as e:
         raise WeightsError(f"{directory}/config.json: {e}") from None
     with torch.device("meta"):
-        model = cls(config)
+        model = cls(config, **(build or {}))
     state = load_state(directory)
     try:
         model.load_state_dict(state, assign=True, strict=True)
