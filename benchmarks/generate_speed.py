@@ -14,11 +14,13 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from zoetrope.config import DiffusionConfig, DiTConfig, TextConfig, VAEConfig, dit_preset
+from zoetrope.diffusion import model_calls, sampling_grid
 from zoetrope.pipeline import BUNDLED_MODEL, TextToVideoPipeline
 
 PHASES = ("text", "denoise", "decode", "total")
@@ -66,7 +68,8 @@ def main(argv: list[str] | None = None) -> None:
     steps = args.steps or pipe.diffusion.num_inference_steps
     d = pipe.diffusion
     restarts = d.restarts if args.restarts is None else args.restarts
-    calls = steps + restarts * d.restart_steps  # DiT evaluations, restart rounds included
+    # DiT evaluations: the grid's steps that go down (restart rounds included, their jumps not)
+    calls = model_calls(sampling_grid(replace(d, restarts=restarts), steps))
     prompts = ["a red circle moving right"] * args.batch
 
     def once() -> dict[str, float]:

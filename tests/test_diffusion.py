@@ -5,12 +5,17 @@ import math
 import pytest
 import torch
 
+from functools import partial
+
 from zoetrope.config import DiffusionConfig
 from zoetrope.diffusion import (
-    DDPMSchedule, classifier_free_guidance, ddim_step, ddpm_loss, ddpm_q_sample, ddpm_step,
-    flow_loss, flow_q_sample, flow_timesteps, resolution_shift, respaced_timesteps,
-    sample_ddim, sample_ddpm, sample_euler, sample_restart, sample_time_ddpm, sample_time_logit_normal, time_shift,
+    SAMPLERS, DDPMDenoiser, DDPMSchedule, FlowDenoiser, build_denoiser, classifier_free_guidance,
+    ddim_step, ddpm_grid, ddpm_loss, ddpm_q_sample, ddpm_step, flow_grid, flow_loss, flow_q_sample,
+    flow_renoise, generator_noise, model_calls, queued_noise, resolution_shift, respaced_timesteps,
+    restart_grid, sample_ddim, sample_ddpm, sample_euler, sample_time_ddpm,
+    sample_time_logit_normal, sampler_from_config, sampling_grid, time_shift,
 )
+from zoetrope.errors import UserError
 
 N, D = 12, 4
 
@@ -181,71 +186,118 @@ def test_ddpm_hybrid_loss_at_step_0_is_the_discretized_decoder_nll():
     assert loss.item() == pytest.approx(0.01 + nll_bits.item(), rel=1e-4)
 
 
-# --- samplers --------------------------------------------------------------------------------
+# --- time grids and samplers -----------------------------------------------------------------
+
+
+def flow(model_fn) -> FlowDenoiser:
+    return FlowDenoiser(model_fn)
+
+
+def ddpm(model_fn) -> DDPMDenoiser:
+    return DDPMDenoiser(model_fn, SCHEDULE)
+
+
+def f64(*values: float) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.float64)
+
+
+def test_grids():
+    ts = flow_grid(4, t_start=0.6, shift=3.0)
+    assert ts.dtype == torch.float64 and ts[0] == 0.6 and ts[-1] == 0 and (ts.diff() < 0).all()
+    assert flow_grid(6, shift=torch.tensor([1.0, 3.0, 3.0])).shape == (7, 3)
+    assert torch.allclose(flow_grid(4), f64(1.0, 0.75, 0.5, 0.25, 0.0))
+    # DDPM: the respaced train steps as i / T, noisiest first, then the clean end
+    assert torch.equal(ddpm_grid(1000, 3, "linspace"), f64(0.999, 0.5, 0.0, 0.0))
+    assert torch.equal(ddpm_grid(1000, 4, "trailing") * 1000, f64(999, 749, 499, 249, 0))
+    # restarts: rounds that jump back up to their time and descend again
+    grid = restart_grid(flow_grid(2), 2, 0.4, 2)
+    assert torch.allclose(grid, f64(1, 0.5, 0, 0.4, 0.2, 0, 0.4, 0.2, 0))
+    assert model_calls(grid) == 6 and model_calls(flow_grid(5)) == 5
+    config = DiffusionConfig(num_inference_steps=7, restarts=1, restart_steps=3)
+    assert torch.equal(sampling_grid(config, 5, 2.0),
+                       torch.cat([flow_grid(5, shift=2.0), flow_grid(3, 0.3, shift=2.0)]))
+    config = DiffusionConfig(objective="ddpm", sampler="ddim", timestep_spacing="leading")
+    assert torch.equal(sampling_grid(config, 10), ddpm_grid(1000, 10, "leading"))
+    with pytest.raises(UserError, match="at least 1 step"):
+        flow_grid(0)
+    with pytest.raises(UserError, match="1..1000"):
+        ddpm_grid(1000, 1001)
 
 
 @pytest.mark.parametrize("shift", [1.0, 3.0])
 def test_euler_is_exact_on_straight_lines(shift):
     x0, eps = randn(N, D, seed=1), randn(N, D, seed=2)
     # For data concentrated at x0 the true velocity is (x_t - x0) / t: a straight line.
-    out = sample_euler(lambda x, t: (x - x0) / t[:, None], eps, steps=4, shift=shift)
-    assert torch.allclose(out, x0, atol=1e-5)
-    assert torch.allclose(sample_euler(lambda x, t: eps - x0, eps, steps=3), x0, atol=1e-5)
-    ts = flow_timesteps(4, t_start=0.6, shift=shift)
-    assert ts[0] == 0.6 and ts[-1] == 0 and (ts.diff() < 0).all()
+    straight = flow(lambda x, t: (x - x0) / t[:, None])
+    assert torch.allclose(sample_euler(straight, eps, flow_grid(4, shift=shift)), x0, atol=1e-5)
+    constant = flow(lambda x, t: eps - x0)
+    assert torch.allclose(sample_euler(constant, eps, flow_grid(3)), x0, atol=1e-5)
     x_half = flow_q_sample(x0, torch.full((N,), 0.6), eps)
-    out = sample_euler(lambda x, t: (x - x0) / t[:, None], x_half, 3, t_start=0.6, shift=shift)
+    out = sample_euler(straight, x_half, flow_grid(3, t_start=0.6, shift=shift))
     assert torch.allclose(out, x0, atol=1e-5)
 
 
-def test_euler_per_token_shift_equals_separate_runs():
+def test_euler_per_token_grid_equals_separate_runs():
     x0, eps = randn(N, D, seed=1), randn(N, D, seed=2)
     shift = torch.where(torch.arange(N) < 5, 1.0, 3.0)  # two samples of different sizes
-
-    def model_fn(x, t):
-        return toy_model(x, t)
-
-    together = sample_euler(model_fn, eps, 6, shift=shift)
-    assert torch.allclose(together[:5], sample_euler(model_fn, eps, 6, shift=1.0)[:5], atol=1e-6)
-    assert torch.allclose(together[5:], sample_euler(model_fn, eps, 6, shift=3.0)[5:], atol=1e-6)
-    assert flow_timesteps(6, shift=shift).shape == (7, N)
-    straight = sample_euler(lambda x, t: (x - x0) / t[:, None], eps, 3, shift=shift)
-    assert torch.allclose(straight, x0, atol=1e-5)
+    together = sample_euler(flow(toy_model), eps, flow_grid(6, shift=shift))
+    alone = [sample_euler(flow(toy_model), eps, flow_grid(6, shift=s)) for s in (1.0, 3.0)]
+    assert torch.allclose(together[:5], alone[0][:5], atol=1e-6)
+    assert torch.allclose(together[5:], alone[1][5:], atol=1e-6)
+    straight = flow(lambda x, t: (x - x0) / t[:, None])
+    assert torch.allclose(sample_euler(straight, eps, flow_grid(3, shift=shift)), x0, atol=1e-5)
 
 
-def test_restart_rounds_renoise_then_integrate_down_again():
+def test_flow_renoise_is_the_exact_forward_jump():
+    x0, e1, e2 = randn(N, D, seed=1), randn(N, D, seed=2), randn(N, D, seed=3)
+    t = torch.full((N,), 0.4)
+    # from the clean end it is the training process, bit for bit
+    assert torch.equal(flow_renoise(x0, torch.zeros(N), t, e2), flow_q_sample(x0, t, e2))
+    # from s > 0: the data part scales to 1 - t and the noise variance tops up to t^2
+    s = torch.full((N,), 0.25)
+    a = flow_renoise(torch.ones(N, D), s, t, torch.zeros(N, D))  # a, the scale of x_s
+    b = flow_renoise(torch.zeros(N, D), s, t, torch.ones(N, D))  # b, the scale of fresh noise
+    assert torch.allclose(a * (1 - s[:, None]), 1 - t[:, None])
+    assert torch.allclose((a * s[:, None]) ** 2 + b ** 2, t[:, None] ** 2)
+    x_s = flow_q_sample(x0, s, e1)
+    assert torch.allclose(flow_renoise(x_s, s, t, e2), a * x_s + b * e2)
+
+
+def test_restart_grid_renoises_then_integrates_down_again():
     x0, eps = randn(N, D, seed=1), randn(N, D, seed=2)
     keep = torch.arange(N) % 4 == 0
-    draws = iter([randn(N, D, seed=10 + i) for i in range(3)])
-    times, calls = [], []
+    times, steps, asked = [], [], []
 
     def model_fn(x, t):
         times.append(t[~keep].unique().tolist())
         return toy_model(x, t)
 
-    out = sample_restart(model_fn, eps, 5, lambda: next(draws), restarts=2, restart_time=0.4,
-                         restart_steps=3, shift=2.0, keep=keep,
-                         progress=lambda i, n: calls.append((i, n)))
+    def noise(k):
+        asked.append(k)
+        return randn(N, D, seed=10 + len(asked))
+
+    grid = restart_grid(flow_grid(5, shift=2.0), 2, 0.4, 3, shift=2.0)
+    out = sample_euler(flow(model_fn), eps, grid, noise, lambda i: steps.append((i.step, i.total)),
+                       keep)
     # The same thing by hand: Euler from noise, then twice back to t = 0.4 and down in 3 steps.
-    x = sample_euler(toy_model, eps, 5, shift=2.0, keep=keep)
+    x = sample_euler(flow(toy_model), eps, flow_grid(5, shift=2.0), keep=keep)
     for i in range(2):
-        noisy = flow_q_sample(x, torch.full((N,), 0.4), randn(N, D, seed=10 + i))
-        x = sample_euler(toy_model, torch.where(keep[:, None], x, noisy), 3, t_start=0.4,
-                         shift=2.0, keep=keep)
+        noisy = flow_q_sample(x, torch.full((N,), 0.4), randn(N, D, seed=11 + i))
+        x = sample_euler(flow(toy_model), torch.where(keep[:, None], x, noisy),
+                         flow_grid(3, 0.4, shift=2.0), keep=keep)
     assert torch.allclose(out, x, atol=1e-6)
     assert torch.equal(out[keep], eps[keep])
     assert len(times) == 11 and all(len(t) == 1 for t in times)  # one time for all moving tokens
     starts = [k for k in range(11) if k == 0 or times[k][0] > times[k - 1][0]]
     assert starts == [0, 5, 8] and [round(times[k][0], 6) for k in starts] == [1.0, 0.4, 0.4]
-    assert calls == [(i, 11) for i in range(1, 12)]
-    assert next(draws, None) is not None  # two rounds drew two noises, no more
-    # No rounds is plain Euler; and a restart keeps the exact flow of data concentrated at x0 exact.
-    plain = sample_restart(toy_model, eps, 5, lambda: 1 / 0, restarts=0, restart_time=0.4,
-                           restart_steps=3)
-    assert torch.equal(plain, sample_euler(toy_model, eps, 5))
-    straight = sample_restart(lambda x, t: (x - x0) / t[:, None], eps, 4, lambda: randn(N, D),
-                              restarts=3, restart_time=0.3, restart_steps=2, shift=3.0)
-    assert torch.allclose(straight, x0, atol=1e-5)
+    assert steps == [(i, 11) for i in range(1, 12)]
+    assert asked == [5, 9]  # one draw per jump, for the grid steps that rise
+    # A restart keeps the exact flow of data concentrated at x0 exact.
+    straight = flow(lambda x, t: (x - x0) / t[:, None])
+    grid = restart_grid(flow_grid(4, shift=3.0), 3, 0.3, 2, shift=3.0)
+    assert torch.allclose(sample_euler(straight, eps, grid, lambda k: randn(N, D)), x0, atol=1e-5)
+    with pytest.raises(ValueError, match="needs noise"):
+        sample_euler(flow(toy_model), eps, grid)
 
 
 def test_ddim_recovers_x0_from_true_eps():
@@ -256,36 +308,105 @@ def test_ddim_recovers_x0_from_true_eps():
         return (x - a.sqrt() * x0) / (1 - a).sqrt()
 
     x_T = ddpm_q_sample(s, x0, torch.ones(N), eps)
-    assert torch.allclose(sample_ddim(true_eps, x_T, s, steps=10), x0, atol=1e-4)
+    assert torch.allclose(sample_ddim(ddpm(true_eps), x_T, ddpm_grid(1000, 10)), x0, atol=1e-4)
+
+
+def test_ddim_per_token_grid_equals_separate_runs():
+    x = randn(N, D, seed=1)
+    grids = [ddpm_grid(1000, 8, spacing) for spacing in ("leading", "trailing")]
+    per_token = torch.stack([grids[0]] * 5 + [grids[1]] * (N - 5), dim=1)  # (9, N)
+    together = sample_ddim(ddpm(gaussian_eps), x, per_token)
+    assert torch.allclose(together[:5], sample_ddim(ddpm(gaussian_eps), x, grids[0])[:5], atol=1e-6)
+    assert torch.allclose(together[5:], sample_ddim(ddpm(gaussian_eps), x, grids[1])[5:], atol=1e-6)
+    with pytest.raises(ValueError, match="restarts are flow-only"):
+        sample_ddim(ddpm(gaussian_eps), x, restart_grid(grids[0], 1, 0.3, 2))
 
 
 def test_keep_tokens_stay_clean_in_every_sampler():
-    s, noise = schedule(), randn(N, D, seed=1)
+    noise = randn(N, D, seed=1)
     keep = torch.arange(N) % 3 == 0
     clean = randn(N, D, seed=2)
     x = torch.where(keep[:, None], clean, noise)
-    for run in (lambda f, p: sample_euler(f, x, 5, keep=keep, progress=p),
-                lambda f, p: sample_ddpm(f, x, s, 5, keep=keep, generator=gen(4), progress=p),
-                lambda f, p: sample_ddim(f, x, s, 5, eta=1.0, keep=keep, generator=gen(4),
-                                         progress=p)):
-        times, calls = [], []
+    for name, denoiser, grid in (("euler", flow, flow_grid(5)), ("ddpm", ddpm, ddpm_grid(1000, 5)),
+                                 ("ddim", ddpm, ddpm_grid(1000, 5))):
+        times, infos = [], []
 
         def model_fn(xx, t):
             times.append(t)
             return toy_model(xx, t)
 
-        out = run(model_fn, lambda i, n: calls.append((i, n)))
+        sampler = partial(sample_ddim, eta=1.0) if name == "ddim" else SAMPLERS[name]
+        out = sampler(denoiser(model_fn), x, grid, generator_noise(x, gen(4)), infos.append, keep)
         assert torch.equal(out[keep], clean[keep])
         assert not torch.allclose(out[~keep], noise[~keep])
         assert all((t[keep] == 0).all() and (t[~keep] > 0).all() for t in times[:-1])
-        assert calls == [(i, 5) for i in range(1, 6)]
+        assert [(i.step, i.total) for i in infos] == [(i, 5) for i in range(1, 6)]
+        assert all(torch.equal(i.denoised[keep], clean[keep]) for i in infos)
+        assert torch.equal(infos[-1].x, out)
+
+
+def test_callback_reports_the_denoised_estimate():
+    x0, eps, infos = randn(N, D, seed=1), randn(N, D, seed=2), []
+    sample_euler(flow(lambda x, t: eps - x0), eps, flow_grid(3), callback=infos.append)
+    assert all(torch.allclose(i.denoised, x0, atol=1e-5) for i in infos)  # x0 = x_t - t v
+    s, infos = schedule(), []
+    true_eps = lambda x, t: (x - s.alphas_cumprod[s.step_index(t)].float().sqrt()[:, None] * x0) \
+        / (1 - s.alphas_cumprod[s.step_index(t)].float()).sqrt()[:, None]  # noqa: E731
+    x_T = ddpm_q_sample(s, x0, torch.ones(N), eps)
+    sample_ddim(ddpm(true_eps), x_T, ddpm_grid(1000, 4), callback=infos.append)
+    assert all(torch.allclose(i.denoised, x0, atol=1e-3) for i in infos)
 
 
 def test_samplers_are_seeded():
-    s, x = schedule(), randn(N, D, seed=1)
-    a = sample_ddpm(toy_model, x, s, 8, generator=gen(5))
-    assert torch.equal(a, sample_ddpm(toy_model, x, s, 8, generator=gen(5)))
-    assert not torch.allclose(a, sample_ddpm(toy_model, x, s, 8, generator=gen(6)))
+    x = randn(N, D, seed=1)
+    run = lambda seed: sample_ddpm(ddpm(toy_model), x, ddpm_grid(1000, 8),  # noqa: E731
+                                   generator_noise(x, gen(seed)))
+    a = run(5)
+    assert torch.equal(a, run(5)) and not torch.allclose(a, run(6))
+
+
+def test_sampler_and_denoiser_from_config():
+    assert isinstance(build_denoiser(DiffusionConfig(), toy_model), FlowDenoiser)
+    ddim = DiffusionConfig(objective="ddpm", sampler="ddim", eta=0.5)
+    assert isinstance(build_denoiser(ddim, toy_model), DDPMDenoiser)
+    assert sampler_from_config(DiffusionConfig()) is sample_euler
+    assert sampler_from_config(ddim).keywords == {"eta": 0.5}
+    queue = queued_noise([torch.zeros(2)], lambda k: torch.ones(2))
+    assert torch.equal(queue(0), torch.zeros(2)) and torch.equal(queue(1), torch.ones(2))
+
+
+# --- guidance through every sampler: guided and conditional-only calls ------------------------
+
+
+GUIDANCE_CASES = {  # sampler, denoiser, grid, interval -> (guided calls, conditional-only calls)
+    # Euler, 20 unshifted steps: t = 1, 0.95, ..., 0.75 lie in [0.72, 1]
+    "euler": ("euler", flow, flow_grid(20), (0.72, 1.0), (6, 14)),
+    # then 2 rounds from 0.3 in 3 steps: 1 .. 0.25 and each round's 0.3 lie in [0.24, 1]
+    "restart": ("euler", flow, restart_grid(flow_grid(20), 2, 0.3, 3), (0.24, 1.0), (18, 8)),
+    # 20 linspace steps of 1000: 999, 946, 894, 841 lie in [0.8, 1]
+    "ddpm": ("ddpm", ddpm, ddpm_grid(1000, 20), (0.8, 1.0), (4, 16)),
+    "ddim": ("ddim", ddpm, ddpm_grid(1000, 20), (0.8, 1.0), (4, 16)),
+}
+
+
+@pytest.mark.parametrize("case", list(GUIDANCE_CASES))
+def test_guidance_interval_counts_in_every_sampler(case):
+    name, denoiser, grid, (lo, hi), expected = GUIDANCE_CASES[case]
+    x, calls = randn(N, D, seed=1), []
+
+    def double_fn(x2, t2):
+        calls.append(("guided", t2[0].item()))
+        return torch.cat([toy_model(x2[:N], t2[:N]), toy_model(-x2[N:], t2[N:])])
+
+    def cond_fn(x1, t1):
+        calls.append(("cond", t1[0].item()))
+        return toy_model(x1, t1)
+
+    model = classifier_free_guidance(double_fn, 4.0, (lo, hi), cond_fn)
+    SAMPLERS[name](denoiser(model), x, grid, generator_noise(x, gen(3)))
+    guided = [t for kind, t in calls if kind == "guided"]
+    assert (len(guided), len(calls) - len(guided)) == expected
+    assert all(lo <= t <= hi for t in guided)
 
 
 # --- diffusers as the reference --------------------------------------------------------------
@@ -330,12 +451,15 @@ def test_ddpm_matches_diffusers(learned):
         o = model_fn(x0, torch.full((N,), k / 1000))
         expected = ref.step(o, k, x0, generator=gen(k)).prev_sample
         noise = torch.randn(N, D, generator=gen(k))
-        assert torch.allclose(ddpm_step(s, o, x0, k, noise), expected, atol=1e-5), k
+        got = ddpm_step(o, x0, s.alphas_cumprod[k], s.alphas_cumprod_prev[k], noise)
+        assert torch.allclose(got, expected, atol=1e-5), k
     # A whole respaced run: 50 of 1000 steps.
     ref.set_timesteps(50)
     expected = _diffusers_loop(ref, model_fn, out, gen(7))
     assert expected.abs().max() < 10  # a bounded run, so the tolerance means something
-    assert torch.allclose(sample_ddpm(model_fn, out, s, 50, generator=gen(7)), expected, atol=1e-5)
+    got = sample_ddpm(DDPMDenoiser(model_fn, s), out, ddpm_grid(1000, 50),
+                      generator_noise(out, gen(7)))
+    assert torch.allclose(got, expected, atol=1e-5)
 
 
 @pytest.mark.parametrize("spacing,eta", [("leading", 0.0), ("trailing", 0.0), ("leading", 1.0)])
@@ -347,13 +471,15 @@ def test_ddim_matches_diffusers(spacing, eta):
     ref.set_timesteps(50)
     expected = _diffusers_loop(ref, gaussian_eps, x, gen(8), eta=eta)
     assert expected.abs().max() < 10
-    out = sample_ddim(gaussian_eps, x, s, 50, eta=eta, spacing=spacing, generator=gen(8))
+    grid = ddpm_grid(1000, 50, spacing)
+    out = sample_ddim(DDPMDenoiser(gaussian_eps, s), x, grid, generator_noise(x, gen(8)), eta=eta)
     assert torch.allclose(out, expected, atol=1e-5)
-    # One step alone, eta = 0 (no noise).
-    k, o = 30, gaussian_eps(x, torch.full((N,), 0.5))
-    r = s.respace(50, spacing)
-    ref_step = ref.step(o, int(r.timesteps[k]), x, eta=0.0).prev_sample
-    assert torch.allclose(ddim_step(r, o, x, k), ref_step, atol=1e-5)
+    # One step alone, eta = 0 (no noise): grid step k goes from train step i to the next kept one.
+    k, o = 19, gaussian_eps(x, torch.full((N,), 0.5))
+    i, i_prev = (grid[k: k + 2] * 1000).round().long().tolist()
+    ref_step = ref.step(o, i, x, eta=0.0).prev_sample
+    got = ddim_step(o, x, s.alphas_cumprod[i], s.alphas_cumprod[i_prev])
+    assert torch.allclose(got, ref_step, atol=1e-5)
 
 
 # --- classifier-free guidance ----------------------------------------------------------------
@@ -390,9 +516,6 @@ def test_guidance_interval_guides_only_rows_inside_it():
     want = torch.where(inside[:, None], uncond + 5.0 * (cond - uncond), cond)
     fn = classifier_free_guidance(lambda x2, t2: torch.cat([cond, uncond]), 5.0, (0.25, 0.75))
     assert torch.allclose(fn(x, t), want)
-    # DDPM-style integer steps are read as t / time_scale
-    fn = classifier_free_guidance(lambda x2, t2: torch.cat([cond, uncond]), 5.0, (0.25, 0.75), 1000.0)
-    assert torch.allclose(fn(x, (t * 1000).round()), want)
 
 
 def test_guidance_interval_runs_the_conditional_branch_alone_outside_it():

@@ -148,6 +148,44 @@ def test_guidance_interval_limits_guidance_to_its_noise_levels(pipe, tmp_path):
         DiffusionConfig(guidance_interval=(0.5, 0.5))
 
 
+# sampler settings, guidance interval -> (guided, conditional-only) DiT calls in 20 unshifted steps
+GUIDED_CALLS = {
+    "euler": ({}, (0.72, 1.0), (6, 14)),  # t = 1, 0.95, ..., 0.75
+    "restart": ({"restarts": 2, "restart_steps": 3}, (0.24, 1.0), (18, 8)),  # + each round's 0.3
+    "ddpm": ({"objective": "ddpm", "sampler": "ddpm"}, (0.8, 1.0), (4, 16)),  # 999, 946, 894, 841
+    "ddim": ({"objective": "ddpm", "sampler": "ddim"}, (0.8, 1.0), (4, 16)),
+}
+
+
+@pytest.mark.parametrize("case", list(GUIDED_CALLS))
+def test_guidance_interval_counts_guided_calls_in_every_sampler(case):
+    # DDPM and DDIM once guided nowhere: their times were divided by 1000 a second time
+    settings, (lo, hi), expected = GUIDED_CALLS[case]
+    pipe = tiny_pipeline(num_inference_steps=20, guidance_interval=(lo, hi), shift_base_tokens=0,
+                         **settings)
+    calls = []  # (samples in the DiT call, its time): 2 samples are cond + uncond, guided
+    hook = pipe.dit.register_forward_hook(
+        lambda m, args, out: calls.append((args[0].num_samples, args[1].max().item())))
+    try:
+        run(pipe, num_frames=5)
+    finally:
+        hook.remove()
+    guided = [t for n, t in calls if n == 2]
+    assert (len(guided), len(calls) - len(guided)) == expected
+    assert all(lo <= t <= hi for t in guided)
+
+
+def test_callback_sees_every_step(pipe):
+    infos = []
+    out = run(pipe, restarts=1, callback=infos.append)
+    d = pipe.diffusion
+    total = d.num_inference_steps + d.restart_steps
+    assert [(i.step, i.total) for i in infos] == [(k, total) for k in range(1, total + 1)]
+    last = infos[-1]
+    assert last.x.shape == last.denoised.shape and last.x.shape[0] == last.t.shape[0]
+    assert np.array_equal(out.frames, run(pipe, restarts=1).frames)
+
+
 def test_restarts_are_seeded_saved_and_checked(pipe, tmp_path):
     plain = run(pipe).frames
     twice = tiny_pipeline(restarts=2, restart_time=0.5, restart_steps=1)

@@ -151,17 +151,18 @@ class DiffusionConfig:
     logit_std: float = 1.0
     shift_base_tokens: int = 256  # flow: time shift sqrt(tokens / base); 0 disables the shift
     vlb_weight: float = 0.001  # DDPM learned variance: lambda of L_hybrid = L_simple + lambda * L_vlb
-    sampler: str = "euler"  # "euler" (flow), "ddim", "ddpm"
+    sampler: str = "euler"  # "euler" (flow), "ddim", "ddpm": a key of `diffusion.SAMPLERS`
     num_inference_steps: int = 25
     timestep_spacing: str = "linspace"  # DDPM / DDIM respacing: "linspace", "leading", "trailing"
     eta: float = 0.0  # DDIM noise scale (0 deterministic, 1 = DDPM-like)
     guidance_scale: float = 4.0  # classifier-free guidance; 1 disables it
-    # guide only at noise levels t in [lo, hi] (t = 0 clean, 1 noise; DDPM steps count as
-    # t / num_train_timesteps), elsewhere the conditional prediction alone: guidance in a limited
-    # interval (Kynkaenniemi et al., arXiv 2404.07724)
+    # guide only at noise levels t in [lo, hi] (t = 0 clean, 1 noise, as every sampler passes it;
+    # DDPM step i is t = i / num_train_timesteps), elsewhere the conditional prediction alone:
+    # guidance in a limited interval (Kynkaenniemi et al., arXiv 2404.07724)
     guidance_interval: tuple[float, float] = (0.0, 1.0)
     # Euler only: once the ODE reaches t = 0, `restarts` rounds of jumping back to t = restart_time
-    # with fresh noise and `restart_steps` Euler steps down again (`diffusion.sample_restart`)
+    # with fresh noise and `restart_steps` Euler steps down again; part of the time grid
+    # (`diffusion.restart_grid`)
     restarts: int = 0
     restart_time: float = 0.3
     restart_steps: int = 6
@@ -177,6 +178,12 @@ class DiffusionConfig:
             raise ConfigError(f"diffusion restarts need restarts >= 0, restart_steps >= 1 and "
                               f"0 < restart_time < 1, got {self.restarts}, {self.restart_steps}, "
                               f"{self.restart_time}")
+        if self.timestep_spacing not in ("linspace", "leading", "trailing"):
+            raise ConfigError(f"diffusion.timestep_spacing must be 'linspace', 'leading' or "
+                              f"'trailing', got {self.timestep_spacing!r}")
+        if self.num_inference_steps < 1:
+            raise ConfigError(f"diffusion.num_inference_steps must be at least 1, "
+                              f"got {self.num_inference_steps}")
         if self.restarts and self.sampler != "euler":
             raise ConfigError(f"diffusion.restarts works with the euler sampler, not "
                               f"{self.sampler!r}")

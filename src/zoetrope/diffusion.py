@@ -1,43 +1,74 @@
-"""Diffusion objectives, time sampling, samplers and classifier-free guidance over packed tokens.
+"""Diffusion objectives, denoisers, time grids, samplers and classifier-free guidance (packed tokens).
 
 Time convention (the only one in zoetrope): t in [0, 1], t = 0 is clean data, t = 1 is pure noise.
+Every sampler, the guidance wrapper and the network see times in this convention; the DiT timestep
+embedder multiplies by 1000 itself, so nothing here rescales time.
 
 - Rectified flow (Liu et al., arXiv 2209.03003; Lipman et al. flow matching, arXiv 2210.02747):
   x_t = (1 - t) x0 + t eps and the model predicts the velocity v = eps - x0 = dx_t/dt. Training
   times are logit-normal and shifted towards noise for larger inputs (Esser et al., SD3,
-  arXiv 2403.03206, sections 3.1 and 5.3.2); sampling integrates dx/dt = v from t = 1 to 0 (Euler),
-  optionally followed by restarts: jumps back to a noise level and Euler again (`sample_restart`).
+  arXiv 2403.03206, sections 3.1 and 5.3.2); sampling integrates dx/dt = v from t = 1 to 0 (Euler).
 - DDPM (Ho et al., arXiv 2006.11239), the objective of DiT: T = 1000 discrete steps, linear betas
   1e-4 .. 0.02, the model predicts eps. Step i in {0..T-1} is t = i / T, so the DiT timestep
   embedder (which sees t * 1000) sees i exactly as in DiT. With a learned variance (Nichol and
   Dhariwal, improved DDPM, arXiv 2102.09672) the model outputs [eps, v] on the last dim, v in
   [-1, 1] interpolating log beta_i and log beta~_i, trained by L_hybrid = L_simple + lambda L_vlb
   with the mean stop-gradiented inside L_vlb. Samplers: ancestral DDPM and DDIM (Song et al.,
-  arXiv 2010.02502), both on respaced step subsets.
-- Classifier-free guidance (Ho and Salimans, arXiv 2207.12598) wraps a model function.
+  arXiv 2010.02502).
+
+The sampling seam (after k-diffusion): a denoiser wraps the network and owns its objective's
+conventions (`FlowDenoiser`: v-prediction; `DDPMDenoiser`: eps, optionally with a learned
+variance). Every sampler is a stateless function with one signature,
+
+    sampler(denoiser, x (N, D), grid (K + 1,) or (K + 1, N), noise, callback, keep) -> x (N, D)
+
+and walks the time grid, which is data: grid step k goes from row k to row k + 1. A grid is
+built by `flow_grid` (SD3-shifted, one shift per token allowed), `ddpm_grid` (respaced train steps
+i / T, then the clean end) or `restart_grid` (rounds that jump back up, Xu et al., arXiv
+2306.14878); `sampling_grid` builds the one a `DiffusionConfig` asks for. Where the grid rises, the
+flow sampler re-noises forward exactly instead of calling the model. `noise(k)` gives fresh standard
+normal noise shaped like x for grid step k; `callback(StepInfo)` runs after every model call.
+Classifier-free guidance (Ho and Salimans, arXiv 2207.12598) wraps the network function, below the
+denoiser, so it works the same under every sampler.
 
 Data are packed tokens: x0 (N, D) holds the tokens of several samples, t (N,) is per token and
 `sample_ids` (N,) names each token's sample. A model function is `model_fn(x (N, D), t (N,)) ->
 (N, D_out)`. Tokens in a `keep` mask (N,) are conditioning (given frames): they are fed clean with
 t = 0, never changed by a sampler and never counted in a loss. Losses are averaged per sample
-first, so a long clip weighs as much as a short one. Samplers are stateless functions (after
-k-diffusion); noise comes from a CPU `torch.Generator` and is then moved, so a seed gives the same
-result on every device.
+first, so a long clip weighs as much as a short one. Noise comes from a CPU `torch.Generator` and
+is then moved, so a seed gives the same result on every device.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
+from typing import Protocol
 
 import torch
 from torch import Tensor
 
 from .config import DiffusionConfig
+from .errors import UserError
 
 ModelFn = Callable[[Tensor, Tensor], Tensor]  # (x (N, D), t (N,)) -> (N, D_out)
-Progress = Callable[[int, int], None]  # progress(steps_done, total_steps), e.g. to drive tqdm
+Noise = Callable[[int], Tensor]  # noise(k): standard normal noise shaped like x for grid step k
+
+
+@dataclass
+class StepInfo:
+    """What a sampler reports after each model call (progress bars, live previews)."""
+
+    step: int  # model calls done, 1..total
+    total: int  # model calls the whole grid takes (steps that jump back up call no model)
+    t: Tensor  # (N,) float32 times the model saw (0 on kept tokens)
+    x: Tensor  # (N, D) the latent after the step
+    denoised: Tensor  # (N, D) the step's estimate of the clean latent x0
+
+
+Callback = Callable[[StepInfo], None]
 
 
 def _randn(like: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -133,67 +164,17 @@ def flow_loss(model_fn: ModelFn, x0: Tensor, t: Tensor, noise: Tensor,
     return per_sample_mean(per_token, weight, sample_ids, num_samples)
 
 
-def flow_timesteps(steps: int, t_start: float = 1.0, shift: float | Tensor = 1.0) -> Tensor:
-    """Times from t_start down to 0, uniform before the shift: (steps + 1,), or (steps + 1, N)
-    for a per-token shift (N,) (mixed sizes in one packed batch each follow their own grid)."""
-    shift = torch.as_tensor(shift, dtype=torch.float64)
-    u_start = time_shift(torch.tensor(t_start, dtype=torch.float64), 1 / shift)  # inverse shift
-    frac = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64).view(-1, *[1] * shift.ndim)
-    ts = time_shift(frac * u_start, shift)
-    ts[0] = t_start  # the input is exactly at t_start, whatever rounding the shift did
-    return ts
+def flow_renoise(x: Tensor, s: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+    """Exact forward jump of rectified flow from times s up to t >= s (N,): q(x_t | x_s).
 
-
-def sample_euler(model_fn: ModelFn, x: Tensor, steps: int, *, t_start: float = 1.0,
-                 shift: float | Tensor = 1.0, keep: Tensor | None = None,
-                 progress: Progress | None = None) -> Tensor:
-    """Euler integration of the flow ODE dx/dt = v from t_start (x: noise at 1) to 0.
-
-    `shift` is one number or one per token (N,). Rows of `x` under `keep` hold clean conditioning
-    tokens; they stay fixed and are seen at t = 0.
+    x_t = a x_s + b eps with a = (1 - t) / (1 - s), b = sqrt(t^2 - (a s)^2): the data part scales
+    from (1 - s) to (1 - t) and the noise variance tops up from (a s)^2 to t^2. From s = 0 this is
+    x_t = (1 - t) x0 + t eps computed exactly (a = 1 - t, and sqrt(t * t) = t in IEEE arithmetic).
     """
-    keep = _keep_mask(keep, x.shape[0], x.device)
-    clean = x
-    ts = flow_timesteps(steps, t_start, shift)  # float64 on the CPU
-    ts = ts.view(steps + 1, 1).expand(-1, x.shape[0]) if ts.ndim == 1 else ts  # (steps + 1, N)
-    dts = ts.diff(dim=0).to(x.device, x.dtype)[..., None]  # (steps, N, 1), differenced in float64
-    ts = ts.to(x.device, torch.float32)
-    for k in range(steps):
-        t = torch.where(keep, 0.0, ts[k])
-        v = model_fn(x, t)[:, : x.shape[1]].to(x.dtype)
-        x = torch.where(keep[:, None], clean, x + dts[k] * v)
-        if progress is not None:
-            progress(k + 1, steps)
-    return x
-
-
-def sample_restart(model_fn: ModelFn, x: Tensor, steps: int, noise_fn: Callable[[], Tensor], *,
-                   restarts: int, restart_time: float, restart_steps: int,
-                   shift: float | Tensor = 1.0, keep: Tensor | None = None,
-                   progress: Progress | None = None) -> Tensor:
-    """Euler from t = 1 to 0, then `restarts` rounds of: back to t = restart_time with fresh noise,
-    x_T = (1 - T) x + T eps, and Euler to 0 again in `restart_steps` (Restart sampling, Xu et al.,
-    arXiv 2306.14878).
-
-    The forward jump is exact (it is the training process applied to the ODE's output): it scales
-    the errors the ODE piled up by (1 - T), and the fresh noise lets the reverse run redraw the
-    details decided below T (shape edges, in the shapes demo). Each round's time grid follows
-    `shift` like the first run's. `noise_fn()` draws noise shaped like x (the pipeline draws it
-    from its CPU generator, so a seed still fixes the video). Tokens under `keep` stay clean.
-    """
-    total = steps + restarts * restart_steps
-
-    def report_from(offset: int) -> Progress | None:  # one bar over every round
-        return None if progress is None else lambda k, _: progress(offset + k, total)
-
-    x = sample_euler(model_fn, x, steps, shift=shift, keep=keep, progress=report_from(0))
-    keep = _keep_mask(keep, x.shape[0], x.device)
-    t = torch.full((x.shape[0],), restart_time, device=x.device)
-    for r in range(restarts):
-        x = torch.where(keep[:, None], x, flow_q_sample(x, t, noise_fn().to(x)))
-        x = sample_euler(model_fn, x, restart_steps, t_start=restart_time, shift=shift, keep=keep,
-                         progress=report_from(steps + r * restart_steps))
-    return x
+    s, t = s.to(x.dtype)[:, None], t.to(x.dtype)[:, None]
+    a = (1 - t) / (1 - s)
+    b = (t * t - (a * s) ** 2).clamp_min(0).sqrt()
+    return a * x + b * noise
 
 # --------------------------------------------------------------------------------------------
 # DDPM schedule
@@ -203,7 +184,7 @@ def sample_restart(model_fn: ModelFn, x: Tensor, steps: int, noise_fn: Callable[
 def respaced_timesteps(num_train_timesteps: int, steps: int, spacing: str = "linspace") -> Tensor:
     """Ascending subset of `steps` train steps (spacings: Lin et al., arXiv 2305.08891, tab. 2)."""
     if not 1 <= steps <= num_train_timesteps:
-        raise ValueError(f"steps must be in 1..{num_train_timesteps}, got {steps}")
+        raise UserError(f"DDPM sampling steps must be in 1..{num_train_timesteps}, got {steps}")
     if spacing == "linspace":  # both ends, as DiT's space_timesteps: 0 .. T-1
         ts = torch.linspace(0, num_train_timesteps - 1, steps, dtype=torch.float64).round()
     elif spacing == "leading":  # 0, r, 2r, ...: DDIM's original choice
@@ -212,7 +193,8 @@ def respaced_timesteps(num_train_timesteps: int, steps: int, spacing: str = "lin
         ratio = num_train_timesteps / steps
         ts = (torch.arange(1, steps + 1, dtype=torch.float64) * ratio).round() - 1
     else:
-        raise ValueError(f"spacing must be 'linspace', 'leading' or 'trailing', got {spacing!r}")
+        raise UserError(f"timestep_spacing must be 'linspace', 'leading' or 'trailing', "
+                        f"got {spacing!r}")
     return ts.long()
 
 
@@ -220,9 +202,9 @@ def respaced_timesteps(num_train_timesteps: int, steps: int, spacing: str = "lin
 class DDPMSchedule:
     """DDPM noise schedule (float64, CPU) over `timesteps`, a subset of the train steps.
 
-    A respaced schedule keeps the train steps in `timesteps` and rebuilds the betas from the kept
-    alphas_cumprod, beta_k = 1 - abar[s_k] / abar[s_{k-1}] (improved DDPM, section 4), so the
-    same ancestral / learned-variance formulas apply to fewer steps.
+    The betas are rebuilt from the kept alphas_cumprod, beta_k = 1 - abar[s_k] / abar[s_{k-1}]
+    (improved DDPM, section 4), so a subset is a consistent chain. Training and the denoiser use
+    the full chain; sampling respaces through the time grid instead (`ddpm_grid`, `ddpm_step`).
     """
 
     num_train_timesteps: int  # T: the model sees t = timesteps[k] / T
@@ -260,12 +242,6 @@ class DDPMSchedule:
     def from_config(cls, config: DiffusionConfig) -> DDPMSchedule:
         """Full train schedule from a `DiffusionConfig`."""
         return cls.linear(config.num_train_timesteps, config.beta_start, config.beta_end)
-
-    def respace(self, steps: int, spacing: str = "linspace") -> DDPMSchedule:
-        """Schedule over `steps` train steps (see `respaced_timesteps`)."""
-        self._check_full()
-        ts = respaced_timesteps(self.num_train_timesteps, steps, spacing)
-        return DDPMSchedule(self.num_train_timesteps, ts, self.alphas_cumprod[ts])
 
     def step_index(self, t: Tensor) -> Tensor:
         """Train step i = round(t * T), clamped to 0..T-1 (inverse of t = i / T)."""
@@ -356,89 +332,348 @@ def ddpm_loss(model_fn: ModelFn, schedule: DDPMSchedule, x0: Tensor, t: Tensor, 
 
 
 # --------------------------------------------------------------------------------------------
-# DDPM / DDIM steps and samplers
+# Denoisers: a network wrapped with its objective's conventions
 # --------------------------------------------------------------------------------------------
 
 
-def ddpm_step(schedule: DDPMSchedule, out: Tensor, x: Tensor, k: int,
-              noise: Tensor | None = None) -> Tensor:
-    """One ancestral DDPM step k -> k-1 (Ho et al. algorithm 2), learned variance if out is 2x wide.
+class Denoiser(Protocol):
+    """What samplers call: the objective's prediction, and the clean latent it implies."""
 
-    Fixed variance is beta~_k (the posterior variance, "fixed_small"); k = 0 returns the mean.
+    def __call__(self, x: Tensor, t: Tensor) -> Tensor:
+        """Prediction for x (N, D) at times t (N,) in [0, 1]."""
+        ...
+
+    def denoised(self, x: Tensor, t: Tensor, out: Tensor) -> Tensor:
+        """The clean latent x0 (N, D) that prediction `out` for x at t implies."""
+        ...
+
+
+class FlowDenoiser:
+    """Rectified flow around a network: v-prediction, v = eps - x0; the network sees t in [0, 1]."""
+
+    def __init__(self, model: ModelFn):
+        self.model = model
+
+    def __call__(self, x: Tensor, t: Tensor) -> Tensor:
+        """v (N, D) in x's dtype; a learned-variance half of the output, if any, is unused."""
+        return self.model(x, t)[:, : x.shape[1]].to(x.dtype)
+
+    def denoised(self, x: Tensor, t: Tensor, out: Tensor) -> Tensor:
+        """x0 = x_t - t v."""
+        return x - t.to(x.dtype)[:, None] * out
+
+    def loss(self, x0: Tensor, t: Tensor, noise: Tensor, loss_weight: Tensor | None = None,
+             sample_ids: Tensor | None = None, num_samples: int | None = None,
+             keep: Tensor | None = None) -> Tensor:
+        """The training loss (`flow_loss`)."""
+        return flow_loss(self.model, x0, t, noise, loss_weight, sample_ids, num_samples, keep)
+
+
+class DDPMDenoiser:
+    """DDPM around a network: eps-prediction, [eps, v] with a learned variance (2x output width).
+
+    The network sees t = i / T for train step i (`ddpm_grid` times), never i itself.
     """
-    d = x.shape[1]
-    eps = out[:, :d].float()
-    x0 = _x0_from_eps(x.float(), eps, float(schedule.alphas_cumprod[k]))
-    c1, c2 = float(schedule.posterior_mean_coef1[k]), float(schedule.posterior_mean_coef2[k])
-    mean = c1 * x0 + c2 * x.float()
-    if k == 0:
-        return mean.to(x.dtype)
-    min_log = float(schedule.posterior_log_variance[k])
-    if out.shape[1] == 2 * d:
-        log_var = _learned_log_variance(out[:, d:], min_log, math.log(float(schedule.betas[k])))
+
+    def __init__(self, model: ModelFn, schedule: DDPMSchedule, vlb_weight: float = 0.001):
+        schedule._check_full()
+        self.model, self.schedule, self.vlb_weight = model, schedule, vlb_weight
+
+    def __call__(self, x: Tensor, t: Tensor) -> Tensor:
+        """eps (N, D), or [eps, v] (N, 2D) for a learned variance: the network's output as is."""
+        return self.model(x, t)
+
+    def denoised(self, x: Tensor, t: Tensor, out: Tensor) -> Tensor:
+        """x0 = (x_t - sqrt(1 - abar) eps) / sqrt(abar)."""
+        abar = _take(self.schedule.alphas_cumprod, self.schedule.step_index(t).to(x.device))
+        return _x0_from_eps(x.float(), out[:, : x.shape[1]].float(), abar).to(x.dtype)
+
+    def levels(self, times: Tensor) -> Tensor:
+        """abar (float64, CPU) of train step round(t * T) at each time."""
+        return self.schedule.alphas_cumprod[self.schedule.step_index(times.cpu())]
+
+    def loss(self, x0: Tensor, t: Tensor, noise: Tensor, loss_weight: Tensor | None = None,
+             sample_ids: Tensor | None = None, num_samples: int | None = None,
+             keep: Tensor | None = None) -> Tensor:
+        """The training loss (`ddpm_loss`: L_simple, or L_hybrid with a learned variance)."""
+        return ddpm_loss(self.model, self.schedule, x0, t, noise, loss_weight, sample_ids,
+                         num_samples, keep, self.vlb_weight)
+
+
+def build_denoiser(config: DiffusionConfig, model: ModelFn) -> FlowDenoiser | DDPMDenoiser:
+    """The denoiser of `config.objective` around `model`."""
+    if config.objective == "flow":
+        return FlowDenoiser(model)
+    if config.objective == "ddpm":
+        return DDPMDenoiser(model, DDPMSchedule.from_config(config), config.vlb_weight)
+    raise UserError(f"unknown diffusion objective {config.objective!r}; known: flow, ddpm")
+
+
+# --------------------------------------------------------------------------------------------
+# Time grids: what a sampler walks, as data
+# --------------------------------------------------------------------------------------------
+
+
+def flow_grid(steps: int, t_start: float = 1.0, shift: float | Tensor = 1.0) -> Tensor:
+    """Times from t_start down to 0, uniform before the SD3 shift: (steps + 1,) float64, or
+    (steps + 1, N) for a per-token shift (N,) (mixed sizes in one packed batch each follow their
+    own grid)."""
+    if steps < 1:
+        raise UserError(f"sampling needs at least 1 step, got {steps}")
+    shift = torch.as_tensor(shift, dtype=torch.float64)
+    u_start = time_shift(torch.tensor(t_start, dtype=torch.float64), 1 / shift)  # inverse shift
+    frac = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64).view(-1, *[1] * shift.ndim)
+    ts = time_shift(frac * u_start, shift)
+    ts[0] = t_start  # the input is exactly at t_start, whatever rounding the shift did
+    return ts
+
+
+def ddpm_grid(num_train_timesteps: int, steps: int, spacing: str = "linspace") -> Tensor:
+    """`steps` respaced train steps as times i / T, noisiest first, then the clean end 0.
+
+    (steps + 1,) float64. The last row stands for clean data (abar = 1) whatever train step the
+    one before it is, as a respaced chain ends (DDIM's final alpha of one).
+    """
+    ts = respaced_timesteps(num_train_timesteps, steps, spacing).flip(0).double()
+    return torch.cat([ts / num_train_timesteps, ts.new_zeros(1)])
+
+
+def restart_grid(grid: Tensor, rounds: int, time: float, steps: int,
+                 shift: float | Tensor = 1.0) -> Tensor:
+    """`grid` then `rounds` rounds that jump back up to `time` and descend to 0 in `steps` steps.
+
+    Restart sampling (Xu et al., arXiv 2306.14878): each round's descent follows `shift` like
+    `flow_grid`'s, so a per-token shift gives a (K + 1, N) grid.
+    """
+    return torch.cat([grid, *[flow_grid(steps, time, shift) for _ in range(rounds)]])
+
+
+def sampling_grid(config: DiffusionConfig, steps: int, shift: float | Tensor = 1.0) -> Tensor:
+    """The grid `config` samples on: `steps` steps of its objective, then its restart rounds.
+
+    `shift` is the flow's SD3 time shift, one or one per token (`resolution_shift`); DDPM grids
+    take none (the config allows restarts only with the flow sampler).
+    """
+    if config.objective == "ddpm":
+        grid = ddpm_grid(config.num_train_timesteps, steps, config.timestep_spacing)
     else:
-        log_var = torch.full_like(mean, min_log)
+        grid = flow_grid(steps, shift=shift)
+    return restart_grid(grid, config.restarts, config.restart_time, config.restart_steps, shift)
+
+
+# --------------------------------------------------------------------------------------------
+# Noise sources
+# --------------------------------------------------------------------------------------------
+
+
+def generator_noise(like: Tensor, generator: torch.Generator | None = None) -> Noise:
+    """A noise source that draws fresh noise shaped like `like` from a CPU generator per call."""
+    return lambda k: _randn(like, generator)
+
+
+def queued_noise(queue: Sequence[Tensor], then: Noise | None = None) -> Noise:
+    """A noise source that hands out `queue` in call order, then asks `then` (noise drawn ahead)."""
+    pending = list(queue)
+
+    def noise(k: int) -> Tensor:
+        if pending:
+            return pending.pop(0)
+        if then is None:
+            raise ValueError(f"grid step {k} needs noise but the queued noise ran out")
+        return then(k)
+
+    return noise
+
+
+def _draw(noise: Noise | None, k: int, like: Tensor) -> Tensor:
     if noise is None:
-        raise ValueError("ddpm_step needs noise for k > 0")
-    return (mean + (0.5 * log_var).exp() * noise.float()).to(x.dtype)
+        raise ValueError(f"grid step {k} needs noise: pass a noise source")
+    return noise(k).to(like)
 
 
-def ddim_step(schedule: DDPMSchedule, out: Tensor, x: Tensor, k: int, noise: Tensor | None = None,
-              eta: float = 0.0) -> Tensor:
-    """One DDIM step k -> k-1 (Song et al. eq. 12, sigma(eta) of eq. 16); eta = 0: deterministic."""
-    abar, abar_prev = float(schedule.alphas_cumprod[k]), float(schedule.alphas_cumprod_prev[k])
-    eps = out[:, : x.shape[1]].float()
-    x0 = _x0_from_eps(x.float(), eps, abar)
-    sigma = eta * math.sqrt((1 - abar_prev) / (1 - abar) * (1 - abar / abar_prev))
-    x_prev = abar_prev ** 0.5 * x0 + max(1 - abar_prev - sigma ** 2, 0.0) ** 0.5 * eps
-    if sigma > 0:
-        if noise is None:
-            raise ValueError("ddim_step needs noise when eta > 0")
-        x_prev = x_prev + sigma * noise.float()
-    return x_prev.to(x.dtype)
+# --------------------------------------------------------------------------------------------
+# Samplers: sampler(denoiser, x, grid, noise=None, callback=None, keep=None) -> x
+# --------------------------------------------------------------------------------------------
 
 
-def _sample_discrete(step: Callable[..., Tensor], model_fn: ModelFn, x: Tensor,
-                     schedule: DDPMSchedule, keep: Tensor | None,
-                     generator: torch.Generator | None, progress: Progress | None,
-                     needs_noise: Callable[[int], bool]) -> Tensor:
-    """Shared loop of the discrete samplers: k = K-1 .. 0, keep rows fixed and seen at t = 0."""
+def _token_grid(grid: Tensor, n: int) -> Tensor:
+    """A grid as (K + 1, N) float64 on the CPU: one row per grid point, one column per token."""
+    grid = grid.to("cpu", torch.float64)
+    if grid.ndim == 1:
+        grid = grid[:, None].expand(-1, n)
+    if grid.ndim != 2 or grid.shape[1] != n or len(grid) < 2:
+        raise ValueError(f"a time grid must be (K + 1,) or (K + 1, {n}) with K >= 1, "
+                         f"got {tuple(grid.shape)}")
+    return grid
+
+
+def _rises(grid: Tensor) -> list[bool]:
+    """Per grid step, whether it jumps back up (no token's time falls) rather than steps down."""
+    up, down = (grid[1:] > grid[:-1]).any(1), (grid[1:] < grid[:-1]).any(1)
+    if bool((up & down).any()):
+        raise ValueError("a grid step must move every token's time the same way, up or down")
+    return up.tolist()
+
+
+def _walk(denoiser: Denoiser, x: Tensor, grid: Tensor,
+          advance: Callable[[Tensor, Tensor, int], Tensor], jump: Callable[[Tensor, int], Tensor],
+          keep: Tensor | None, callback: Callback | None) -> Tensor:
+    """The loop every sampler shares: per grid step k, one model call and `advance(x, out, k)`,
+    or `jump(x, k)` where the grid rises. Tokens under `keep` stay as given, seen at t = 0."""
     keep = _keep_mask(keep, x.shape[0], x.device)
-    clean, total = x, len(schedule.timesteps)
-    for n, k in enumerate(reversed(range(total))):
-        t_k = float(schedule.timesteps[k]) / schedule.num_train_timesteps
-        t = torch.where(keep, 0.0, torch.full((x.shape[0],), t_k, device=x.device))
-        noise = _randn(x, generator) if needs_noise(k) else None
-        x = torch.where(keep[:, None], clean, step(schedule, model_fn(x, t), x, k, noise))
-        if progress is not None:
-            progress(n + 1, total)
+    times = grid.to(x.device, torch.float32)  # (K + 1, N): what the model sees
+    rises = _rises(grid)
+    total, done, clean = rises.count(False), 0, x
+    for k, rising in enumerate(rises):
+        if rising:
+            x = torch.where(keep[:, None], clean, jump(x, k))
+            continue
+        t = torch.where(keep, 0.0, times[k])
+        out = denoiser(x, t)
+        moved = torch.where(keep[:, None], clean, advance(x, out, k))
+        done += 1
+        if callback is not None:
+            denoised = torch.where(keep[:, None], clean, denoiser.denoised(x, t, out))
+            callback(StepInfo(done, total, t, moved, denoised))
+        x = moved
     return x
 
 
-def sample_ddpm(model_fn: ModelFn, x: Tensor, schedule: DDPMSchedule, steps: int | None = None, *,
-                spacing: str = "linspace", keep: Tensor | None = None,
-                generator: torch.Generator | None = None,
-                progress: Progress | None = None) -> Tensor:
-    """Ancestral DDPM sampling from noise x, on `steps` respaced steps (None: all train steps)."""
-    if steps is not None and steps != len(schedule.timesteps):
-        schedule = schedule.respace(steps, spacing)
-    return _sample_discrete(ddpm_step, model_fn, x, schedule, keep, generator, progress,
-                            needs_noise=lambda k: k > 0)
+def model_calls(grid: Tensor) -> int:
+    """Model calls a sampler makes on `grid` (K + 1,) or (K + 1, N): the steps that go down."""
+    return _rises(grid.to("cpu", torch.float64).reshape(len(grid), -1)).count(False)
 
 
-def sample_ddim(model_fn: ModelFn, x: Tensor, schedule: DDPMSchedule, steps: int | None = None, *,
-                eta: float = 0.0, spacing: str = "linspace", keep: Tensor | None = None,
-                generator: torch.Generator | None = None,
-                progress: Progress | None = None) -> Tensor:
-    """DDIM sampling from noise x on `steps` respaced steps; eta = 0 is the deterministic ODE."""
-    if steps is not None and steps != len(schedule.timesteps):
-        schedule = schedule.respace(steps, spacing)
+def _no_jump(name: str) -> Callable[[Tensor, int], Tensor]:
+    def jump(x: Tensor, k: int) -> Tensor:
+        raise ValueError(f"{name} cannot jump back up (grid step {k}); restarts are flow-only")
+    return jump
 
-    def step(s: DDPMSchedule, out: Tensor, x: Tensor, k: int, noise: Tensor | None) -> Tensor:
-        return ddim_step(s, out, x, k, noise, eta)
 
-    return _sample_discrete(step, model_fn, x, schedule, keep, generator, progress,
-                            needs_noise=lambda k: eta > 0)
+def sample_euler(denoiser: FlowDenoiser, x: Tensor, grid: Tensor, noise: Noise | None = None,
+                 callback: Callback | None = None, keep: Tensor | None = None) -> Tensor:
+    """Euler's method on the rectified-flow ODE dx/dt = v down `grid`; restart sampling where the
+    grid rises.
+
+    Each falling step is x += (t_{k+1} - t_k) v(x, t_k) (Liu et al., arXiv 2209.03003). A rising
+    step, as `restart_grid` makes, is Restart sampling (Xu et al., arXiv 2306.14878): the exact
+    forward jump `flow_renoise` with fresh noise from `noise`. It scales the errors the ODE piled
+    up by (1 - t) and lets the next descent redraw the details decided below t (shape edges, in
+    the shapes demo).
+    """
+    grid = _token_grid(grid, x.shape[0])
+    dts = grid.diff(dim=0).to(x.device, x.dtype)[..., None]  # (K, N, 1), differenced in float64
+    times = grid.to(x.device, torch.float32)
+
+    def advance(x: Tensor, v: Tensor, k: int) -> Tensor:
+        return x + dts[k] * v
+
+    def jump(x: Tensor, k: int) -> Tensor:
+        return flow_renoise(x, times[k], times[k + 1], _draw(noise, k, x))
+
+    return _walk(denoiser, x, grid, advance, jump, keep, callback)
+
+
+def _coef(value: Tensor, like: Tensor) -> Tensor:
+    """A float64 coefficient, one per token (N,) or one for all (), as float32 broadcasting over
+    like (N, D) on its device (computed in float64 on the CPU: MPS has none)."""
+    value = value.to(torch.float64).float().to(like.device)
+    return value[:, None] if value.ndim else value
+
+
+def _eps_to_x0(out: Tensor, x: Tensor, abar: Tensor) -> tuple[Tensor, Tensor]:
+    """eps (float32) from the output and the x0 it implies, Ho et al. eq. 4 solved for x0."""
+    eps = out[:, : x.shape[1]].float()
+    return eps, (x.float() - _coef((1 - abar).sqrt(), x) * eps) / _coef(abar.sqrt(), x)
+
+
+def ddpm_step(out: Tensor, x: Tensor, abar: Tensor, abar_prev: Tensor,
+              noise: Tensor | None = None) -> Tensor:
+    """One ancestral DDPM step from noise level abar down to abar_prev (Ho et al. algorithm 2).
+
+    abar, abar_prev: float64, per token (N,) or one (). The step's beta = 1 - abar / abar_prev, as a
+    respaced chain rebuilds it (improved DDPM, section 4), so any two grid points work. The fixed
+    variance is beta~ ("fixed_small"); `out` 2x wide carries a learned variance (Nichol eq. 15).
+    abar_prev = 1 is the clean end: the posterior mean, without noise.
+    """
+    abar, abar_prev = abar.double(), abar_prev.double()
+    beta = 1 - abar / abar_prev
+    c1 = beta * abar_prev.sqrt() / (1 - abar)  # posterior mean coefficients (Ho et al. eq. 7)
+    c2 = (1 - abar_prev) * (1 - beta).sqrt() / (1 - abar)
+    _, x0 = _eps_to_x0(out, x, abar)
+    mean = _coef(c1, x) * x0 + _coef(c2, x) * x.float()
+    if bool((abar_prev == 1).all()):
+        return mean.to(x.dtype)
+    min_log = (beta * (1 - abar_prev) / (1 - abar)).log()  # log beta~
+    d = x.shape[1]
+    log_var = _coef(min_log, x).expand_as(mean)
+    if out.shape[1] == 2 * d:
+        log_var = _learned_log_variance(out[:, d:], log_var, _coef(beta.log(), x))
+    if noise is None:
+        raise ValueError("ddpm_step needs noise above the clean end")
+    return (mean + (0.5 * log_var).exp() * noise.float()).to(x.dtype)
+
+
+def ddim_step(out: Tensor, x: Tensor, abar: Tensor, abar_prev: Tensor,
+              noise: Tensor | None = None, eta: float = 0.0) -> Tensor:
+    """One DDIM step from abar to abar_prev (Song et al. eq. 12, sigma(eta) of eq. 16); eta = 0 is
+    deterministic. abar, abar_prev: float64, per token (N,) or one ()."""
+    abar, abar_prev = abar.double(), abar_prev.double()
+    eps, x0 = _eps_to_x0(out, x, abar)
+    sigma = eta * ((1 - abar_prev) / (1 - abar) * (1 - abar / abar_prev)).sqrt()
+    direction = (1 - abar_prev - sigma ** 2).clamp_min(0).sqrt()  # weight of eps pointing to x_t
+    x_prev = _coef(abar_prev.sqrt(), x) * x0 + _coef(direction, x) * eps
+    if bool((sigma > 0).any()):
+        if noise is None:
+            raise ValueError("ddim_step needs noise when eta > 0")
+        x_prev = x_prev + _coef(sigma, x) * noise.float()
+    return x_prev.to(x.dtype)
+
+
+def _ddpm_levels(denoiser: DDPMDenoiser, grid: Tensor) -> Tensor:
+    """abar at each row of a (K + 1, N) DDPM grid, the last row the clean end (abar = 1)."""
+    return torch.cat([denoiser.levels(grid[:-1]), grid.new_ones(1, grid.shape[1])])
+
+
+def sample_ddpm(denoiser: DDPMDenoiser, x: Tensor, grid: Tensor, noise: Noise | None = None,
+                callback: Callback | None = None, keep: Tensor | None = None) -> Tensor:
+    """Ancestral DDPM sampling (Ho et al., arXiv 2006.11239, algorithm 2) down a `ddpm_grid`, with
+    the learned variance of improved DDPM (arXiv 2102.09672) when the model outputs one."""
+    grid = _token_grid(grid, x.shape[0])
+    abar, last = _ddpm_levels(denoiser, grid), len(grid) - 2
+
+    def advance(x: Tensor, out: Tensor, k: int) -> Tensor:
+        fresh = None if k == last else _draw(noise, k, x)  # the clean end takes no noise
+        return ddpm_step(out, x, abar[k], abar[k + 1], fresh)
+
+    return _walk(denoiser, x, grid, advance, _no_jump("sample_ddpm"), keep, callback)
+
+
+def sample_ddim(denoiser: DDPMDenoiser, x: Tensor, grid: Tensor, noise: Noise | None = None,
+                callback: Callback | None = None, keep: Tensor | None = None,
+                eta: float = 0.0) -> Tensor:
+    """DDIM sampling (Song et al., arXiv 2010.02502) down a `ddpm_grid`; eta = 0 is the
+    deterministic ODE, eta = 1 has DDPM's posterior variance."""
+    grid = _token_grid(grid, x.shape[0])
+    abar = _ddpm_levels(denoiser, grid)
+
+    def advance(x: Tensor, out: Tensor, k: int) -> Tensor:
+        fresh = _draw(noise, k, x) if eta > 0 else None  # every step draws, as diffusers does
+        return ddim_step(out, x, abar[k], abar[k + 1], fresh, eta)
+
+    return _walk(denoiser, x, grid, advance, _no_jump("sample_ddim"), keep, callback)
+
+
+Sampler = Callable[..., Tensor]  # sampler(denoiser, x, grid, noise, callback, keep) -> x
+SAMPLERS: dict[str, Sampler] = {"euler": sample_euler, "ddpm": sample_ddpm, "ddim": sample_ddim}
+
+
+def sampler_from_config(config: DiffusionConfig) -> Sampler:
+    """The sampler `config.sampler` names, with its own settings bound (DDIM's eta)."""
+    sampler = SAMPLERS.get(config.sampler)
+    if sampler is None:
+        raise UserError(f"unknown sampler {config.sampler!r}; known: {', '.join(SAMPLERS)}")
+    return partial(sample_ddim, eta=config.eta) if sampler is sample_ddim else sampler
 
 
 # --------------------------------------------------------------------------------------------
@@ -448,12 +683,12 @@ def sample_ddim(model_fn: ModelFn, x: Tensor, schedule: DDPMSchedule, steps: int
 
 def classifier_free_guidance(double_fn: ModelFn, scale: float,
                              interval: tuple[float, float] = (0.0, 1.0),
-                             time_scale: float = 1.0, cond_fn: ModelFn | None = None) -> ModelFn:
+                             cond_fn: ModelFn | None = None) -> ModelFn:
     """Wrap `double_fn(x2, t2)` (rows [:N] conditional, [N:] unconditional) into a guided model_fn.
 
     Both branches run in one call on the doubled batch; the result is
     uncond + scale (cond - uncond)
-    for rows whose time t / time_scale lies in `interval` (t = 0 clean, 1 noise), and the
+    for rows whose time t (in [0, 1], as every sampler passes it) lies in `interval`, and the
     conditional prediction (scale 1) for the others. Given `cond_fn(x, t)`, the conditional
     branch alone, a call with no row inside the interval runs only that (half the work).
     With a learned variance (output 2x the input width) only the eps half is guided and the
@@ -464,7 +699,7 @@ def classifier_free_guidance(double_fn: ModelFn, scale: float,
     def guided(x: Tensor, t: Tensor) -> Tensor:
         inside: Tensor | None = None
         if (lo, hi) != (0.0, 1.0):
-            u = t.double() / time_scale
+            u = t.double()
             inside = (u >= lo) & (u <= hi)
             if cond_fn is not None and not bool(inside.any()):
                 return cond_fn(x, t)
