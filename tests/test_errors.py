@@ -2,7 +2,7 @@
 
 import pytest
 
-from zoetrope.errors import UserError, atomic_write, atomic_write_text
+from zoetrope.errors import UserError, atomic_write, atomic_write_dir, atomic_write_text
 
 
 def test_every_error_a_user_can_cause_is_a_user_error():
@@ -45,3 +45,19 @@ def test_atomic_write_replaces_whole_or_not_at_all(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["a.json"]  # ...and no temporary left
     atomic_write_text(path, "new")
     assert path.read_text() == "new"
+
+
+def test_atomic_write_dir_replaces_a_directory_only_when_complete(tmp_path):
+    target = tmp_path / "out"
+    atomic_write_dir(target, lambda tmp: (tmp / "a.txt").write_text("old"))
+
+    def crash(tmp):
+        (tmp / "a.txt").write_text("new")
+        raise KeyboardInterrupt  # even an interrupt leaves the old directory and no temporary
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write_dir(target, crash)
+    assert [p.name for p in tmp_path.iterdir()] == ["out"] and (target / "a.txt").read_text() == "old"
+    atomic_write_dir(target, lambda tmp: (tmp / "b.txt").write_text("new"))
+    assert [p.name for p in target.iterdir()] == ["b.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # the old one, set aside, is gone

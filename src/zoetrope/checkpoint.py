@@ -8,9 +8,9 @@ A checkpoint is a directory `RUN_DIR/checkpoints/step_00000100/` holding
     rng_rank<R>.safetensors  torch random states of rank R (Python's and NumPy's are in state.json)
     state.json             step, samples consumed, optimizer hyper-parameters, RNG states
 
-It is written into `.tmp-step_...` and renamed into place only when complete, so a crash, a full
-disk or SIGKILL while saving leaves the previous checkpoint intact; `state.json` is the last file
-written. Only the newest `keep` checkpoints are kept. No pickles: tensors are safetensors, the rest
+It is written with `errors.atomic_write_dir`: into `.step_....tmp-XXXX` beside it, renamed into
+place only when complete, so a crash, a full disk or SIGKILL while saving leaves the previous
+checkpoint intact; `state.json` is the last file written. Only the newest `keep` checkpoints are kept. No pickles: tensors are safetensors, the rest
 is JSON.
 """
 
@@ -26,7 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from .errors import UserError
+from .errors import UserError, atomic_write_dir
 
 PREFIX = "step_"
 
@@ -54,11 +54,11 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 
 
 def clean_partial(run_dir: Path) -> None:
-    """Remove temporary directories left by a save that was interrupted."""
+    """Remove what a save killed midway left (`atomic_write_dir`'s `.step_*.tmp-*` / `.old-*`)."""
     root = checkpoint_dir(run_dir)
     if root.is_dir():
         for p in root.iterdir():
-            if p.name.startswith(".tmp-"):
+            if p.name.startswith(f".{PREFIX}") and (".tmp-" in p.name or ".old-" in p.name):
                 shutil.rmtree(p, ignore_errors=True)
 
 
@@ -122,15 +122,10 @@ def save_checkpoint(run_dir: Path, step: int, model: dict[str, Tensor], ema: dic
                     optimizer: dict, state: dict, keep: int,
                     rngs: list[tuple[dict[str, Tensor], dict]] | None = None) -> Path:
     """Write a checkpoint atomically and prune old ones; `rngs[r]` is rank r's random state."""
-    root = checkpoint_dir(run_dir)
-    final = root / f"{PREFIX}{step:08d}"
-    tmp = root / f".tmp-{PREFIX}{step:08d}"
+    final = checkpoint_dir(run_dir) / f"{PREFIX}{step:08d}"
     rngs = rngs or [rng_state()]
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir()
+
+    def write(tmp: Path) -> None:
         for rank, (tensors, _) in enumerate(rngs):
             save_file(tensors, str(tmp / f"rng_rank{rank}.safetensors"))
         save_file({k: v.contiguous() for k, v in model.items()}, str(tmp / "model.safetensors"))
@@ -139,11 +134,10 @@ def save_checkpoint(run_dir: Path, step: int, model: dict[str, Tensor], ema: dic
         save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
         full_state = {**state, "step": step, "optimizer": opt_json, "rng": [data for _, data in rngs]}
         (tmp / "state.json").write_text(json.dumps(full_state))  # last: marks the checkpoint complete
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
+
+    try:
+        atomic_write_dir(final, write)  # a directory-level atomic write: all files or none
     except OSError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
         previous = latest_checkpoint(run_dir)
         kept = f"; the previous checkpoint {previous} is intact" if previous else ""
         raise CheckpointError(f"could not save the checkpoint of step {step}: {e.strerror or e}{kept}") from None

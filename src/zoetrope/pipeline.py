@@ -2,24 +2,9 @@
 
 `TextToVideoPipeline(vae, dit, text_encoder, diffusion)(prompt, ...) -> VideoOutput`.
 
-A pipeline directory (written by `save_pretrained` and by the trainer as `RUN_DIR/final/`):
-
-    DIR/dit/           config.json + model.safetensors  (`DiT.from_pretrained`)
-    DIR/vae/           config.json + model.safetensors  (`vae_adapters.load_vae`)
-    DIR/text_encoder/  config.json + model.safetensors  (`text.load_text_encoder`)
-    DIR/pipeline.json  written last, so its presence marks a complete directory:
-        {
-          "format": "zoetrope-pipeline", # optional marker
-          "version": 1,                  # optional; a newer version than this code is refused
-          "diffusion": {...},            # required: `DiffusionConfig` fields (objective, sampler,
-                                         #   num_inference_steps, guidance_scale, shift_base_tokens)
-          "fps": 8,                      # required: frame rate of the written videos
-          "default_size": [17, 64, 64],  # required: [frames, height, width] when none is given
-          "sizes": [[17, 64, 64], ...],  # optional: sizes seen in training (informational, default
-                                         #   [default_size]); any size the models take is accepted
-          "negative_prompt": "",         # optional: the default unconditional prompt
-          ...                            # other keys are kept in `metadata` and written back
-        }
+A pipeline directory holds `vae/`, `dit/`, `text_encoder/` and `pipeline.json`; `weights` is its
+one reader and writer (`read_pipeline`, `save_pipeline`: atomic, versioned; its docstring shows the
+layout). `from_pretrained` loads one, `save_pretrained` writes one (the trainer's export too).
 
 Conventions:
 - Sizes are pixel (frames, height, width). The VAE's `latent_shape` turns them into latent
@@ -31,22 +16,16 @@ Conventions:
 - Classifier-free guidance (Ho and Salimans, arXiv 2207.12598): the unconditional branch encodes
   the negative prompt (default ""), and both branches run as ONE packed DiT call over the batch
   concatenated with itself. guidance_scale = 1 runs the conditional branch only.
-- Sampling does not branch per sampler: `diffusion.sampling_grid` turns the `DiffusionConfig` into
-  a time grid (flow: the SD3 shift sqrt(tokens / shift_base_tokens) of each sample's DiT token
-  count, then `restarts` rounds that jump back up, `restarts=` overriding the pipeline's setting;
-  DDPM: respaced train steps), `diffusion.build_denoiser` wraps the (guided) DiT and the sampler
-  `diffusion.sampler_from_config` names walks the grid. Each sample draws its restart noise right
-  after its initial noise; the sampler takes it through its one noise source.
-- Guidance applies where the time the sampler passes (t in [0, 1], every sampler alike) lies in
-  `diffusion.guidance_interval`; a DiT call with no token inside it runs the conditional branch
-  alone.
+- Rectified flow samples with Euler and the SD3 time shift sqrt(tokens / shift_base_tokens) of each
+  sample's DiT token count (`diffusion.resolution_shift`), then `restarts` rounds of restart
+  sampling (`diffusion.sample_restart`; `restarts=` overrides the pipeline's setting), each
+  sample drawing its restart noise right after its initial noise; DDPM models use DDIM or DDPM.
 - `first_frame` (image-to-video): the image is encoded by the VAE and its latent frame is fed clean,
   with t = 0, through the samplers' keep-mask (the causal VAE's latent frame 0 is pixel frame 0).
 """
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from contextlib import contextmanager
@@ -58,18 +37,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .config import ConfigError, DiffusionConfig, from_dict, to_dict
+from .config import DiffusionConfig
 from .data.video import SUPPORTED_WRITE, VideoError, resize_crop, write_video
-from .diffusion import (Callback, ModelFn, Noise, StepInfo, build_denoiser,
-                        classifier_free_guidance, generator_noise, model_calls, queued_noise,
-                        resolution_shift, sampler_from_config, sampling_grid)
+from .diffusion import (DDPMSchedule, ModelFn, classifier_free_guidance, resolution_shift,
+                        sample_ddim, sample_ddpm, sample_restart)
 from .dit import DiT
 from .errors import UserError
 from .patches import Packed, concat, pack, unpack
-from .weights import WeightsError
+from .weights import PipelineSettings, read_pipeline, save_pipeline
 
-PIPELINE_FILE = "pipeline.json"
-FORMAT_VERSION = 1
 BUNDLED_MODEL = Path(__file__).parent / "assets" / "shapes-demo"  # shipped with the package
 SAMPLERS = {"flow": ("euler",), "ddpm": ("ddim", "ddpm")}  # objective -> samplers that fit it
 
@@ -151,15 +127,15 @@ class TextToVideoPipeline:
     # -- weights ------------------------------------------------------------------------------
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path) -> TextToVideoPipeline:
-        """Load a pipeline directory (see the module docstring for its layout)."""
+    def from_pretrained(cls, directory: str | Path, attention: str = "auto") -> TextToVideoPipeline:
+        """Load a pipeline directory (`weights.read_pipeline`); `attention` is the DiT's backend."""
         from .text import load_text_encoder
         from .vae_adapters import load_vae
 
         directory = Path(directory)
-        settings = read_pipeline_json(directory)
-        return cls(load_vae(directory / "vae"), DiT.from_pretrained(directory / "dit"),
-                   load_text_encoder(directory / "text_encoder"), **settings)
+        settings = read_pipeline(directory)
+        return cls(load_vae(directory / "vae"), DiT.from_pretrained(directory / "dit", attention),
+                   load_text_encoder(directory / "text_encoder"), **vars(settings))
 
     @classmethod
     def from_configs(cls, vae, dit, text, diffusion: DiffusionConfig | None = None,
@@ -171,22 +147,16 @@ class TextToVideoPipeline:
         return cls(CausalVAE(vae), DiT(dit), build_text_encoder(text),
                    diffusion or DiffusionConfig(), **settings)
 
-    def save_pretrained(self, directory: str | Path) -> None:
-        """Write the three components, then pipeline.json (last: it marks a complete directory)."""
-        if not hasattr(self.vae, "save_pretrained"):  # diffusers adapters keep weights at source
-            raise UserError(f"a {type(self.vae).__name__} cannot be saved in a pipeline directory")
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        self.dit.save_pretrained(directory / "dit")
-        self.vae.save_pretrained(directory / "vae")
-        self.text_encoder.save_pretrained(directory / "text_encoder")
-        data = {**self.metadata, "format": "zoetrope-pipeline", "version": FORMAT_VERSION,
-                "diffusion": to_dict(self.diffusion), "fps": self.fps,
-                "default_size": list(self.default_size), "sizes": [list(s) for s in self.sizes],
-                "negative_prompt": self.negative_prompt}
-        tmp = directory / (PIPELINE_FILE + ".tmp")
-        tmp.write_text(json.dumps(data, indent=2))
-        tmp.replace(directory / PIPELINE_FILE)
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write the whole pipeline directory atomically (`weights.save_pipeline`); returns it.
+
+        Complete or not at all: an existing pipeline directory is replaced only once the new one
+        is written. The trainer's export is this call.
+        """
+        settings = PipelineSettings(self.diffusion, self.fps, self.default_size, self.sizes,
+                                    self.negative_prompt, self.metadata)
+        components = {"vae": self.vae, "dit": self.dit, "text_encoder": self.text_encoder}
+        return save_pipeline(directory, components, settings)
 
     # -- sizes ----------------------------------------------------------------------------------
 
@@ -243,11 +213,8 @@ class TextToVideoPipeline:
                  seed: int | None = None, generator: torch.Generator | None = None,
                  sizes: Sequence[Sequence[int]] | None = None, progress: bool = True,
                  first_frame: np.ndarray | list[np.ndarray] | None = None,
-                 restarts: int | None = None, callback: Callback | None = None) -> VideoOutput:
-        """Generate one video per prompt; see the module docstring for sizes, seeds and guidance.
-
-        `callback(StepInfo)` runs after every DiT step (step, total, times, latent, x0 estimate).
-        """
+                 restarts: int | None = None) -> VideoOutput:
+        """Generate one video per prompt; see the module docstring for sizes, seeds and guidance."""
         prompts = _as_prompts(prompt)
         pixel_sizes = self.prepare_sizes(len(prompts), num_frames, height, width, sizes)
         shapes = [self.latent_shape(s) for s in pixel_sizes]
@@ -259,8 +226,8 @@ class TextToVideoPipeline:
         scale = self.diffusion.guidance_scale if guidance_scale is None else float(guidance_scale)
         negatives = self._negatives(negative_prompt, len(prompts)) if scale != 1 else []
         # an override is checked by DiffusionConfig, like the pipeline's own setting
-        config = (self.diffusion if restarts is None else
-                  replace(self.diffusion, restarts=int(restarts)))
+        restarts = (self.diffusion if restarts is None else
+                    replace(self.diffusion, restarts=int(restarts))).restarts
         generator, seed = _generator(seed, generator)
         seconds: dict[str, float] = {}
         with torch.inference_mode():
@@ -268,12 +235,9 @@ class TextToVideoPipeline:
                 text, mask = self.encode_text(prompts + negatives)
             with _timed(seconds, "denoise", self.device):
                 packed, keep, renoise = self.prepare_latents(shapes, generator, first_frame,
-                                                             pixel_sizes, config.restarts)
-                grid = sampling_grid(config, steps, self._token_shift(packed))
-                # restart noise as drawn ahead, then (DDPM, DDIM) fresh draws from the generator
-                noise = queued_noise(renoise, generator_noise(packed.tokens, generator))
-                tokens = self.denoise(packed, keep, text, mask, grid, scale, noise, progress,
-                                      callback)
+                                                             pixel_sizes, restarts)
+                tokens = self.denoise(packed, keep, text, mask, steps, scale, generator, progress,
+                                      renoise)
             with _timed(seconds, "decode", self.device):
                 videos = self.decode(packed.with_tokens(tokens))
         seconds["total"] = sum(seconds.values())
@@ -336,33 +300,40 @@ class TextToVideoPipeline:
             out.append(latent)
         return out
 
-    def denoise(self, packed: Packed, keep: Tensor | None, text: Tensor, mask: Tensor, grid: Tensor,
-                scale: float, noise: Noise, progress: bool = True,
-                callback: Callback | None = None) -> Tensor:
-        """Walk `grid` with the configured denoiser and sampler from the packed noise; returns clean
-        tokens (N, D). `noise` is the sampler's noise source (restart rounds, DDPM steps)."""
+    def denoise(self, packed: Packed, keep: Tensor | None, text: Tensor, mask: Tensor, steps: int,
+                scale: float, generator: torch.Generator, progress: bool = True,
+                renoise: Sequence[Tensor] = ()) -> Tensor:
+        """Run the configured sampler from the packed noise; returns clean tokens (N, D).
+
+        `renoise` holds the noise of each restart round (Euler only), as `prepare_latents` drew it.
+        """
+        model_fn = self._model_fn(packed, text, mask, scale)
         from tqdm.auto import tqdm
 
-        denoiser = build_denoiser(self.diffusion, self._model_fn(packed, text, mask, scale))
-        sampler = sampler_from_config(self.diffusion)
-        bar = tqdm(total=model_calls(grid), desc="denoising", unit="step", disable=not progress,
-                   leave=False, file=sys.stderr)
-
-        def report(info: StepInfo) -> None:
-            bar.update(info.step - bar.n)
-            if callback is not None:
-                callback(info)
-
+        d, x = self.diffusion, packed.tokens
+        total = steps + len(renoise) * d.restart_steps
+        bar = tqdm(total=total, desc="denoising", unit="step", disable=not progress, leave=False,
+                   file=sys.stderr)
+        hook = lambda done, total: bar.update(done - bar.n)  # noqa: E731
         try:
-            return sampler(denoiser, packed.tokens, grid, noise, report, keep)
+            if d.sampler == "euler":
+                shifts = [resolution_shift(n, d.shift_base_tokens) for n in packed.lengths]
+                # one shift, or one per token: each sample on its own time grid (mixed sizes)
+                shift = shifts[0] if len(set(shifts)) == 1 else \
+                    torch.tensor(shifts)[packed.sample_ids.cpu()]
+                return sample_restart(model_fn, x, steps, iter(renoise).__next__,
+                                      restarts=len(renoise),
+                                      restart_time=d.restart_time, restart_steps=d.restart_steps,
+                                      shift=shift, keep=keep, progress=hook)
+            schedule = DDPMSchedule.from_config(d)
+            if d.sampler == "ddim":
+                return sample_ddim(model_fn, x, schedule, steps, eta=d.eta,
+                                   spacing=d.timestep_spacing, keep=keep, generator=generator,
+                                   progress=hook)
+            return sample_ddpm(model_fn, x, schedule, steps, spacing=d.timestep_spacing, keep=keep,
+                               generator=generator, progress=hook)
         finally:
             bar.close()
-
-    def _token_shift(self, packed: Packed) -> float | Tensor:
-        """The flow's SD3 time shift of each sample's token count: one number, or one per token
-        when sizes differ (each sample then follows its own time grid)."""
-        shifts = [resolution_shift(n, self.diffusion.shift_base_tokens) for n in packed.lengths]
-        return shifts[0] if len(set(shifts)) == 1 else torch.tensor(shifts)[packed.sample_ids.cpu()]
 
     def _model_fn(self, packed: Packed, text: Tensor, mask: Tensor, scale: float) -> ModelFn:
         """The DiT as model_fn(x, t); with guidance, conditional and unconditional in one call."""
@@ -371,9 +342,11 @@ class TextToVideoPipeline:
         if scale == 1:
             return cond
         double = concat([packed, packed])  # samples B.. 2B-1 read text rows B.. 2B-1: the negatives
+        d = self.diffusion
         return classifier_free_guidance(
             lambda x, t: self.dit(double.with_tokens(x), t, text, mask), scale,
-            self.diffusion.guidance_interval, cond_fn=cond)
+            d.guidance_interval, 1.0 if d.objective == "flow" else d.num_train_timesteps,
+            cond_fn=cond)
 
     def decode(self, packed: Packed) -> list[np.ndarray]:
         """Clean packed tokens -> a uint8 (T, H, W, 3) video per sample (equal sizes batched)."""
@@ -407,35 +380,6 @@ def preview_gif(dit: DiT, vae: nn.Module, text_encoder: nn.Module, recipe, promp
             model.train(mode)
     strip = np.concatenate(list(frames), axis=2)  # (T, H, B * W, 3)
     return write_video(path, strip, recipe.data.fps)
-
-
-def read_pipeline_json(directory: Path) -> dict:
-    """pipeline.json -> constructor settings, with one-line errors for missing or bad content."""
-    if not directory.is_dir():
-        raise WeightsError(f"no pipeline directory at {str(directory)!r}")
-    path = directory / PIPELINE_FILE
-    if not path.is_file():
-        raise WeightsError(f"{str(directory)!r} is not a pipeline directory: no {PIPELINE_FILE}")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise WeightsError(f"{path} is not valid JSON: {e}") from None
-    if not isinstance(data, dict):
-        raise WeightsError(f"{path} must hold a JSON object")
-    missing = [k for k in ("diffusion", "fps", "default_size") if k not in data]
-    if missing:
-        raise WeightsError(f"{path} lacks {', '.join(missing)}")
-    if data.get("version", FORMAT_VERSION) > FORMAT_VERSION:
-        raise WeightsError(f"{path} has version {data['version']}; "
-                           f"this zoetrope reads up to {FORMAT_VERSION}")
-    try:
-        diffusion = from_dict(DiffusionConfig, data.pop("diffusion"), "diffusion")
-    except ConfigError as e:
-        raise WeightsError(f"{path}: {e}") from None
-    names = ("fps", "default_size", "sizes", "negative_prompt")
-    settings = {k: data.pop(k) for k in names if k in data}
-    data.pop("format", None), data.pop("version", None)
-    return {"diffusion": diffusion, **settings, "metadata": data}
 
 
 def to_uint8(pixels: Tensor) -> list[np.ndarray]:

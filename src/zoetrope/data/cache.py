@@ -34,8 +34,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 from tqdm import tqdm
 
-from ..errors import UserError
-from .video import _atomic  # temp file beside the target, then rename
+from ..errors import UserError, atomic_write
 
 FORMAT = 1  # bump when the layout changes
 MANIFEST = "cache.json"
@@ -54,7 +53,7 @@ def shard_name(shard: int) -> str:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    _atomic(path, lambda tmp: tmp.write_text(json.dumps(data, indent=1)))
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=1)))
 
 
 def _read_json(path: Path) -> dict:
@@ -157,7 +156,7 @@ def _encode_shard(dataset, vae, text_encoder, indices: list[int], batch_size: in
 def _write_shard(out: Path, shard: int, tensors: dict, meta: dict) -> None:
     """Write a shard's tensors, then its JSON: the JSON's presence marks the shard complete."""
     name = shard_name(shard)
-    _atomic(out / f"{name}.safetensors", lambda tmp: save_file(tensors, str(tmp)))
+    atomic_write(out / f"{name}.safetensors", lambda tmp: save_file(tensors, str(tmp)))
     _write_json(out / f"{name}.json", meta)
 
 

@@ -3,19 +3,17 @@
 Conventions: frames are uint8 numpy arrays of shape (T, H, W, 3), RGB, at the I/O edges; a still
 image is (H, W, 3). Times are seconds from the first decoded frame (streams whose first timestamp
 is not zero are shifted). Every user-facing failure (a file that cannot be opened, has no video
-stream, or decodes to zero frames) raises `VideoError`, a `ValueError` with a one-line message.
+stream, or decodes to zero frames) raises `VideoError`, a `UserError` with a one-line message.
 
 Writing picks the format from the file extension: `.mp4` (H.264, yuv420p, playable everywhere),
 `.webm` (VP9), `.gif` (one 256-colour palette for the whole clip) and `.png` (one
-horizontal strip of all frames). Files are written to a temporary name in the target directory and
-renamed into place, so an error never leaves a half-written file behind.
+horizontal strip of all frames). Files are written through `errors.atomic_write` (a temporary name
+in the target directory, renamed into place), so an error never leaves a half-written file behind.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import secrets
 import struct
 import zlib
 from fractions import Fraction
@@ -26,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import UserError
+from ..errors import UserError, atomic_write
 
 SUPPORTED_WRITE = (".mp4", ".webm", ".gif", ".png")
 
@@ -221,21 +219,6 @@ def _as_frames(frames: np.ndarray | torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(frames)
 
 
-def _atomic(path: Path, write) -> None:
-    """Run `write(tmp_path)` on a temporary file beside `path`, then rename it into place.
-
-    The same directory keeps `os.replace` an atomic rename (no cross-device copy).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{secrets.token_hex(4)}.tmp{path.suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _encode(tmp: Path, images: list[av.VideoFrame], fps: float, muxer: str, codec: str,
             pix_fmt: str, options: dict[str, str], muxer_options: dict[str, str]) -> None:
     """Encode frames with `codec` into container format `muxer` at `fps`."""
@@ -326,7 +309,7 @@ def write_video(path: str | Path, frames: np.ndarray | torch.Tensor, fps: float)
         # GIF frame delays are whole 1/100 s, so fps above 100 cannot be stored.
         args = (_palette_frames(frames), min(fps, 100.0), "gif", "gif", "pal8", {}, {})
     try:
-        _atomic(path, lambda tmp: _encode(tmp, *args))
+        atomic_write(path, lambda tmp: _encode(tmp, *args))
     except (av.FFmpegError, OSError) as e:
         raise VideoError(f"cannot write {str(path)!r}: {_one_line(e)}") from None
     return path
@@ -350,7 +333,7 @@ def write_png(path: str | Path, image: np.ndarray | torch.Tensor) -> Path:
     blob = (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header)
             + _png_chunk(b"IDAT", zlib.compress(raw, 6)) + _png_chunk(b"IEND", b""))
     try:
-        _atomic(path, lambda tmp: tmp.write_bytes(blob))
+        atomic_write(path, lambda tmp: tmp.write_bytes(blob))
     except OSError as e:
         raise VideoError(f"cannot write {str(path)!r}: {_one_line(e)}") from None
     return path
