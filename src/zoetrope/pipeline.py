@@ -16,10 +16,15 @@ Conventions:
 - Classifier-free guidance (Ho and Salimans, arXiv 2207.12598): the unconditional branch encodes
   the negative prompt (default ""), and both branches run as ONE packed DiT call over the batch
   concatenated with itself. guidance_scale = 1 runs the conditional branch only.
-- Rectified flow samples with Euler and the SD3 time shift sqrt(tokens / shift_base_tokens) of each
-  sample's DiT token count (`diffusion.resolution_shift`), then `restarts` rounds of restart
-  sampling (`diffusion.sample_restart`; `restarts=` overrides the pipeline's setting), each
-  sample drawing its restart noise right after its initial noise; DDPM models use DDIM or DDPM.
+- Sampling does not branch per sampler: `diffusion.sampling_grid` turns the `DiffusionConfig` into
+  a time grid (flow: the SD3 shift sqrt(tokens / shift_base_tokens) of each sample's DiT token
+  count, then `restarts` rounds that jump back up, `restarts=` overriding the pipeline's setting;
+  DDPM: respaced train steps), `diffusion.build_denoiser` wraps the (guided) DiT and the sampler
+  `diffusion.sampler_from_config` names walks the grid. Each sample draws its restart noise right
+  after its initial noise; the sampler takes it through its one noise source.
+- Guidance applies where the time the sampler passes (t in [0, 1], every sampler alike) lies in
+  `diffusion.guidance_interval`; a DiT call with no token inside it runs the conditional branch
+  alone.
 - `first_frame` (image-to-video): the image is encoded by the VAE and its latent frame is fed clean,
   with t = 0, through the samplers' keep-mask (the causal VAE's latent frame 0 is pixel frame 0).
 """
@@ -39,8 +44,9 @@ from torch import Tensor, nn
 
 from .config import DiffusionConfig
 from .data.video import SUPPORTED_WRITE, VideoError, resize_crop, write_video
-from .diffusion import (DDPMSchedule, ModelFn, classifier_free_guidance, resolution_shift,
-                        sample_ddim, sample_ddpm, sample_restart)
+from .diffusion import (Callback, ModelFn, Noise, StepInfo, build_denoiser,
+                        classifier_free_guidance, generator_noise, model_calls, queued_noise,
+                        resolution_shift, sampler_from_config, sampling_grid)
 from .dit import DiT
 from .errors import UserError
 from .patches import Packed, concat, pack, unpack
@@ -213,8 +219,11 @@ class TextToVideoPipeline:
                  seed: int | None = None, generator: torch.Generator | None = None,
                  sizes: Sequence[Sequence[int]] | None = None, progress: bool = True,
                  first_frame: np.ndarray | list[np.ndarray] | None = None,
-                 restarts: int | None = None) -> VideoOutput:
-        """Generate one video per prompt; see the module docstring for sizes, seeds and guidance."""
+                 restarts: int | None = None, callback: Callback | None = None) -> VideoOutput:
+        """Generate one video per prompt; see the module docstring for sizes, seeds and guidance.
+
+        `callback(StepInfo)` runs after every DiT step (step, total, times, latent, x0 estimate).
+        """
         prompts = _as_prompts(prompt)
         pixel_sizes = self.prepare_sizes(len(prompts), num_frames, height, width, sizes)
         shapes = [self.latent_shape(s) for s in pixel_sizes]
@@ -226,8 +235,8 @@ class TextToVideoPipeline:
         scale = self.diffusion.guidance_scale if guidance_scale is None else float(guidance_scale)
         negatives = self._negatives(negative_prompt, len(prompts)) if scale != 1 else []
         # an override is checked by DiffusionConfig, like the pipeline's own setting
-        restarts = (self.diffusion if restarts is None else
-                    replace(self.diffusion, restarts=int(restarts))).restarts
+        config = (self.diffusion if restarts is None else
+                  replace(self.diffusion, restarts=int(restarts)))
         generator, seed = _generator(seed, generator)
         seconds: dict[str, float] = {}
         with torch.inference_mode():
@@ -235,9 +244,12 @@ class TextToVideoPipeline:
                 text, mask = self.encode_text(prompts + negatives)
             with _timed(seconds, "denoise", self.device):
                 packed, keep, renoise = self.prepare_latents(shapes, generator, first_frame,
-                                                             pixel_sizes, restarts)
-                tokens = self.denoise(packed, keep, text, mask, steps, scale, generator, progress,
-                                      renoise)
+                                                             pixel_sizes, config.restarts)
+                grid = sampling_grid(config, steps, self._token_shift(packed))
+                # restart noise as drawn ahead, then (DDPM, DDIM) fresh draws from the generator
+                noise = queued_noise(renoise, generator_noise(packed.tokens, generator))
+                tokens = self.denoise(packed, keep, text, mask, grid, scale, noise, progress,
+                                      callback)
             with _timed(seconds, "decode", self.device):
                 videos = self.decode(packed.with_tokens(tokens))
         seconds["total"] = sum(seconds.values())
@@ -300,40 +312,33 @@ class TextToVideoPipeline:
             out.append(latent)
         return out
 
-    def denoise(self, packed: Packed, keep: Tensor | None, text: Tensor, mask: Tensor, steps: int,
-                scale: float, generator: torch.Generator, progress: bool = True,
-                renoise: Sequence[Tensor] = ()) -> Tensor:
-        """Run the configured sampler from the packed noise; returns clean tokens (N, D).
-
-        `renoise` holds the noise of each restart round (Euler only), as `prepare_latents` drew it.
-        """
-        model_fn = self._model_fn(packed, text, mask, scale)
+    def denoise(self, packed: Packed, keep: Tensor | None, text: Tensor, mask: Tensor, grid: Tensor,
+                scale: float, noise: Noise, progress: bool = True,
+                callback: Callback | None = None) -> Tensor:
+        """Walk `grid` with the configured denoiser and sampler from the packed noise; returns clean
+        tokens (N, D). `noise` is the sampler's noise source (restart rounds, DDPM steps)."""
         from tqdm.auto import tqdm
 
-        d, x = self.diffusion, packed.tokens
-        total = steps + len(renoise) * d.restart_steps
-        bar = tqdm(total=total, desc="denoising", unit="step", disable=not progress, leave=False,
-                   file=sys.stderr)
-        hook = lambda done, total: bar.update(done - bar.n)  # noqa: E731
+        denoiser = build_denoiser(self.diffusion, self._model_fn(packed, text, mask, scale))
+        sampler = sampler_from_config(self.diffusion)
+        bar = tqdm(total=model_calls(grid), desc="denoising", unit="step", disable=not progress,
+                   leave=False, file=sys.stderr)
+
+        def report(info: StepInfo) -> None:
+            bar.update(info.step - bar.n)
+            if callback is not None:
+                callback(info)
+
         try:
-            if d.sampler == "euler":
-                shifts = [resolution_shift(n, d.shift_base_tokens) for n in packed.lengths]
-                # one shift, or one per token: each sample on its own time grid (mixed sizes)
-                shift = shifts[0] if len(set(shifts)) == 1 else \
-                    torch.tensor(shifts)[packed.sample_ids.cpu()]
-                return sample_restart(model_fn, x, steps, iter(renoise).__next__,
-                                      restarts=len(renoise),
-                                      restart_time=d.restart_time, restart_steps=d.restart_steps,
-                                      shift=shift, keep=keep, progress=hook)
-            schedule = DDPMSchedule.from_config(d)
-            if d.sampler == "ddim":
-                return sample_ddim(model_fn, x, schedule, steps, eta=d.eta,
-                                   spacing=d.timestep_spacing, keep=keep, generator=generator,
-                                   progress=hook)
-            return sample_ddpm(model_fn, x, schedule, steps, spacing=d.timestep_spacing, keep=keep,
-                               generator=generator, progress=hook)
+            return sampler(denoiser, packed.tokens, grid, noise, report, keep)
         finally:
             bar.close()
+
+    def _token_shift(self, packed: Packed) -> float | Tensor:
+        """The flow's SD3 time shift of each sample's token count: one number, or one per token
+        when sizes differ (each sample then follows its own time grid)."""
+        shifts = [resolution_shift(n, self.diffusion.shift_base_tokens) for n in packed.lengths]
+        return shifts[0] if len(set(shifts)) == 1 else torch.tensor(shifts)[packed.sample_ids.cpu()]
 
     def _model_fn(self, packed: Packed, text: Tensor, mask: Tensor, scale: float) -> ModelFn:
         """The DiT as model_fn(x, t); with guidance, conditional and unconditional in one call."""
@@ -342,11 +347,9 @@ class TextToVideoPipeline:
         if scale == 1:
             return cond
         double = concat([packed, packed])  # samples B.. 2B-1 read text rows B.. 2B-1: the negatives
-        d = self.diffusion
         return classifier_free_guidance(
             lambda x, t: self.dit(double.with_tokens(x), t, text, mask), scale,
-            d.guidance_interval, 1.0 if d.objective == "flow" else d.num_train_timesteps,
-            cond_fn=cond)
+            self.diffusion.guidance_interval, cond_fn=cond)
 
     def decode(self, packed: Packed) -> list[np.ndarray]:
         """Clean packed tokens -> a uint8 (T, H, W, 3) video per sample (equal sizes batched)."""
