@@ -365,6 +365,17 @@ def test_samplers_are_seeded():
     assert torch.equal(a, run(5)) and not torch.allclose(a, run(6))
 
 
+def test_denoisers_own_their_losses():
+    x0, eps, t = randn(N, D, seed=1), randn(N, D, seed=2), torch.rand(N, generator=gen(3))
+    keep = torch.arange(N) % 4 == 0
+    assert torch.equal(flow(toy_model).loss(x0, t, eps, keep=keep),
+                       flow_loss(toy_model, x0, t, eps, keep=keep))
+    learned = lambda x, t: torch.cat([toy_model(x, t), torch.tanh(x)], 1)  # noqa: E731
+    config = DiffusionConfig(objective="ddpm", sampler="ddpm", vlb_weight=0.01)
+    got = build_denoiser(config, learned).loss(x0, t, eps, keep=keep)
+    assert torch.equal(got, ddpm_loss(learned, SCHEDULE, x0, t, eps, keep=keep, vlb_weight=0.01))
+
+
 def test_sampler_and_denoiser_from_config():
     assert isinstance(build_denoiser(DiffusionConfig(), toy_model), FlowDenoiser)
     ddim = DiffusionConfig(objective="ddpm", sampler="ddim", eta=0.5)
