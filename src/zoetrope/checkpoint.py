@@ -10,8 +10,8 @@ A checkpoint is a directory `RUN_DIR/checkpoints/step_00000100/` holding
 
 It is written with `errors.atomic_write_dir`: into `.step_....tmp-XXXX` beside it, renamed into
 place only when complete, so a crash, a full disk or SIGKILL while saving leaves the previous
-checkpoint intact; `state.json` is the last file written. Only the newest `keep` checkpoints are kept. No pickles: tensors are safetensors, the rest
-is JSON.
+checkpoint intact; `state.json` is the last file written. Only the newest `keep` checkpoints are
+kept. No pickles: tensors are safetensors, the rest is JSON.
 """
 
 from __future__ import annotations
