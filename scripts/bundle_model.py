@@ -9,11 +9,11 @@ float16 to stay small (loading upcasts to float32); for the demo VAE this moved 
 
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from zoetrope import weights
 from zoetrope.dit import DiT
@@ -23,18 +23,24 @@ from zoetrope.vae import CausalVAE
 TARGET = Path(__file__).resolve().parents[1] / "src" / "zoetrope" / "assets" / "shapes-demo"
 
 
+class Float16:
+    """A component that saves itself in float16 (loading upcasts to float32)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        weights.save_pretrained(self.model, directory, dtype=torch.float16)
+
+
 def main(source: str) -> None:
+    """Write the pipeline directory `source` into the package through the one pipeline writer."""
     source_dir = Path(source)
-    tmp = TARGET.with_name(TARGET.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    weights.save_pretrained(DiT.from_pretrained(source_dir / "dit"), tmp / "dit", dtype=torch.float16)
-    weights.save_pretrained(load_text_encoder(source_dir / "text_encoder"), tmp / "text_encoder",
-                            dtype=torch.float16)
-    weights.save_pretrained(CausalVAE.from_pretrained(source_dir / "vae"), tmp / "vae",
-                            dtype=torch.float16)
-    shutil.copy(source_dir / "pipeline.json", tmp / "pipeline.json")
-    shutil.rmtree(TARGET, ignore_errors=True)
-    tmp.rename(TARGET)
+    settings = weights.read_pipeline(source_dir)  # pipeline.json, checked
+    components = {"dit": Float16(DiT.from_pretrained(source_dir / "dit")),
+                  "text_encoder": Float16(load_text_encoder(source_dir / "text_encoder")),
+                  "vae": Float16(CausalVAE.from_pretrained(source_dir / "vae"))}
+    weights.save_pipeline(TARGET, components, settings)  # whole or not at all
     size = sum(p.stat().st_size for p in TARGET.rglob("*") if p.is_file())
     print(f"bundled {source_dir} into {TARGET} ({size / 2**20:.1f} MiB)")
 

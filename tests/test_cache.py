@@ -11,8 +11,8 @@ from zoetrope.config import ConfigError, load_recipe
 from zoetrope.data import cache as cache_module
 from zoetrope.data.cache import CacheError, LatentCache, encode_dataset
 from zoetrope.data.shapes import ShapesWorld
-from zoetrope.text import build_text_encoder
-from zoetrope.train import Trainer, build_dataset, to_video, train
+from zoetrope.data.factory import build_dataset
+from zoetrope.train import stage_loop, to_video, train
 from zoetrope.vae import CausalVAE
 
 TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny.toml"
@@ -65,22 +65,6 @@ def test_cache_reads_back_what_the_vae_encodes(vae, tmp_path, monkeypatch):
         torch.testing.assert_close(latent, expected, atol=1e-5, rtol=1e-5)
     assert torch.equal(cache.sample(7 + 5)[0], cache.sample(5)[0])  # indices wrap around
     assert not list(tmp_path.glob(".*"))  # no temporary files left behind
-
-
-def test_text_embeddings_are_stored_per_sample(vae, tmp_path):
-    encoder = build_text_encoder(load_recipe(TINY).text).eval()
-    # Seed 2: samples 0 and 2 share a batch and their captions differ in length (padding).
-    two = ShapesWorld(sizes=SIZES, seed=2, two_objects=True)
-    encode(vae, tmp_path, count=4, text_encoder=encoder, dtype="bfloat16", dataset=two)
-    cache = LatentCache(tmp_path)
-    for i in range(4):
-        latent, caption = cache.sample(i)
-        tokens, mask = cache.text(i)
-        with torch.no_grad():
-            expected, expected_mask = encoder([caption])  # alone: no padding from a batch
-        assert latent.dtype == torch.float32 and mask.dtype == torch.bool
-        assert torch.equal(mask, expected_mask[0])
-        torch.testing.assert_close(tokens, expected[0], atol=2e-2, rtol=2e-2)  # stored as bf16
 
 
 def test_interrupted_encode_resumes_to_the_same_cache(vae, tmp_path, monkeypatch):
@@ -157,34 +141,36 @@ def test_cli_encode(vae_dir, tmp_path, capsys):
 
 def test_dit_trains_on_a_cache_without_the_vae_encoder(vae_dir, vae, tmp_path, monkeypatch):
     encode_dataset(ShapesWorld(sizes=SIZES, seed=0), vae, tmp_path / "cache", 8, progress=False)
-    overrides = ["--train.model=dit", f"--train.vae_path={vae_dir}", "--data.dataset=cache",
-                 f"--data.path={tmp_path / 'cache'}", "--train.steps=2"]
+    overrides = ['--train.stages=["dit"]', f"--train.dit.vae_path={vae_dir}", "--data.dataset=cache",
+                 f"--data.path={tmp_path / 'cache'}", "--train.dit.steps=2"]
 
     def no_encoding(*args, **kwargs):
         raise AssertionError("the VAE encoder ran on cached latents")
 
     monkeypatch.setattr(CausalVAE, "encode", no_encoding)
     # A token budget makes the trainer count each sample's tokens from its latent shape.
-    recipe = load_recipe(TINY, overrides + ["--train.token_budget=48"])
+    recipe = load_recipe(TINY, overrides + ["--train.dit.token_budget=48"])
     final = train(recipe, tmp_path / "run", progress=False)
     assert (final / "pipeline.json").is_file() and (final / "dit" / "model.safetensors").is_file()
     losses = [json.loads(line)["loss"] for line in (tmp_path / "run" / "metrics.jsonl").open()]
     assert len(losses) == 2 and all(0 < loss < 10 for loss in losses)
 
     with pytest.raises(ConfigError, match="not a VAE"):
-        build_dataset(load_recipe(TINY, overrides + ["--train.model=vae"]))
+        stage_loop(load_recipe(TINY, overrides + ['--train.stages=["vae"]']), "vae", tmp_path / "v")
     other = tmp_path / "other-vae"
     CausalVAE(load_recipe(TINY, ["--vae.scaling_std=3"]).vae).save_pretrained(other)
-    with pytest.raises(ConfigError, match="another VAE than train.vae_path"):
-        build_dataset(load_recipe(TINY, overrides + [f"--train.vae_path={other}"]))
+    with pytest.raises(ConfigError, match="another VAE than the DiT stage's"):
+        stage_loop(load_recipe(TINY, overrides + [f"--train.dit.vae_path={other}"]), "dit",
+                   tmp_path / "o")
 
 
 def test_train_latent_cache_encodes_once_and_trains_on_it(vae_dir, vae, tmp_path, monkeypatch):
-    dit = ["--train.model=dit", f"--train.vae_path={vae_dir}"]
-    recipe = load_recipe(TINY, [*dit, "--train.steps=2", "--train.latent_cache=3"])
-    trainer = Trainer(recipe, tmp_path / "run", progress=False)
+    dit = ['--train.stages=["dit"]', f"--train.dit.vae_path={vae_dir}"]
+    recipe = load_recipe(TINY, [*dit, "--train.dit.steps=2", "--train.dit.latent_cache=3"])
+    trainer = stage_loop(recipe, "dit", tmp_path / "run", progress=False)
     assert isinstance(trainer.dataset, LatentCache) and len(trainer.dataset) == 3
-    frames_world = build_dataset(recipe)  # what the cache stands for: the recipe's own samples
+    # what the cache stands for: the recipe's own samples
+    frames_world = build_dataset(recipe.data, recipe.train.dit.seed)
     for index in range(5):  # 3 and 4 wrap around to 0 and 1 (a second epoch)
         frames, caption = frames_world.sample(index % 3)
         latent, cached_caption = trainer.dataset.sample(index)
@@ -196,16 +182,16 @@ def test_train_latent_cache_encodes_once_and_trains_on_it(vae_dir, vae, tmp_path
         raise AssertionError("the VAE encoder ran again on a resumed run")
 
     monkeypatch.setattr(CausalVAE, "encode", no_encoding)  # resuming reuses the finished cache
-    more = load_recipe(TINY, [*dit, "--train.steps=3", "--train.latent_cache=3"])
+    more = load_recipe(TINY, [*dit, "--train.dit.steps=3", "--train.dit.latent_cache=3"])
     assert (train(more, tmp_path / "run", progress=False) / "dit" / "model.safetensors").is_file()
 
     with pytest.raises(ConfigError, match="must be >= 0"):
-        Trainer(load_recipe(TINY, [*dit, "--train.latent_cache=-1"]), tmp_path / "bad", progress=False)
+        load_recipe(TINY, [*dit, "--train.dit.latent_cache=-1"])
     # A recipe with a latent cache also trains on a ready-made cache (data.dataset = "cache") as is.
-    ready = [*dit, "--train.latent_cache=5", "--data.dataset=cache",
+    ready = [*dit, "--train.dit.latent_cache=5", "--data.dataset=cache",
              f"--data.path={tmp_path / 'run' / 'latents'}"]
-    trainer = Trainer(load_recipe(TINY, ready), tmp_path / "ready", progress=False)
+    trainer = stage_loop(load_recipe(TINY, ready), "dit", tmp_path / "ready", progress=False)
     assert len(trainer.dataset) == 3 and not (tmp_path / "ready" / "latents").exists()
-    with pytest.raises(ConfigError, match="for DiT training"):
-        Trainer(load_recipe(TINY, ["--train.model=vae", "--train.latent_cache=3"]), tmp_path / "v",
-                progress=False)
+    # a latent cache is a DiT stage setting: the VAE stage has none
+    with pytest.raises(ConfigError, match="unknown key 'train.vae.latent_cache'"):
+        load_recipe(TINY, ['--train.stages=["vae"]', "--train.vae.latent_cache=3"])

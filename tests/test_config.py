@@ -6,20 +6,20 @@ from zoetrope.config import ConfigError, DiTConfig, Recipe, apply_overrides, dit
 
 
 def test_overrides_are_parsed_and_type_checked():
-    recipe = apply_overrides(Recipe(), ["--train.steps=7", "--train.lr=1e-3", "--dit.qk_norm=false",
+    recipe = apply_overrides(Recipe(), ["--train.dit.steps=7", "--train.dit.lr=1e-3", "--dit.qk_norm=false",
                                         "--dit.patch_size=[1, 4, 4]", "--text.kind=minilm"])
-    assert recipe.train.steps == 7 and recipe.train.lr == 1e-3 and recipe.dit.qk_norm is False
+    assert recipe.train.dit.steps == 7 and recipe.train.dit.lr == 1e-3 and recipe.dit.qk_norm is False
     assert recipe.dit.patch_size == (1, 4, 4) and recipe.text.kind == "minilm"
-    assert apply_overrides(Recipe(), ["--train.lr=1"]).train.lr == 1.0  # int accepted for float
-    with pytest.raises(ConfigError, match="train.steps must be int"):
-        apply_overrides(Recipe(), ["--train.steps=many"])
+    assert apply_overrides(Recipe(), ["--train.dit.lr=1"]).train.dit.lr == 1.0  # int accepted for float
+    with pytest.raises(ConfigError, match="train.dit.steps must be int"):
+        apply_overrides(Recipe(), ["--train.dit.steps=many"])
     with pytest.raises(ConfigError, match="must have 3 items"):
         apply_overrides(Recipe(), ["--dit.patch_size=[1, 2]"])
 
 
 def test_unknown_keys_name_the_valid_ones():
-    with pytest.raises(ConfigError, match=r"unknown key 'train.stepz'.*steps"):
-        apply_overrides(Recipe(), ["--train.stepz=3"])
+    with pytest.raises(ConfigError, match=r"unknown key 'train.dit.stepz'.*steps"):
+        apply_overrides(Recipe(), ["--train.dit.stepz=3"])
     with pytest.raises(ConfigError, match=r"recipe has vae, dit, text"):
         apply_overrides(Recipe(), ["--trian.steps=3"])
     with pytest.raises(ConfigError, match="--section.key=value"):
@@ -28,13 +28,13 @@ def test_unknown_keys_name_the_valid_ones():
 
 def test_toml_recipe(tmp_path):
     path = tmp_path / "r.toml"
-    path.write_text('preset = "tiny"\n[train]\nsteps = 5\n[data]\nsizes = [[1, 32, 32], [5, 32, 48]]\n')
-    recipe = load_recipe(path, ["--train.lr=0.01"])
+    path.write_text('preset = "tiny"\n[train.dit]\nsteps = 5\n[data]\nsizes = [[1, 32, 32], [5, 32, 48]]\n')
+    recipe = load_recipe(path, ["--train.dit.lr=0.01"])
     assert recipe.dit == dit_preset("tiny")
-    assert recipe.train.steps == 5 and recipe.train.lr == 0.01
+    assert recipe.train.dit.steps == 5 and recipe.train.dit.lr == 0.01
     assert recipe.data.sizes == [[1, 32, 32], [5, 32, 48]]
-    path.write_text("[train]\nstepz = 5\n")
-    with pytest.raises(ConfigError, match=r"unknown key \[train\] 'stepz'; valid keys: model, steps"):
+    path.write_text("[train.dit]\nstepz = 5\n")
+    with pytest.raises(ConfigError, match=r"unknown key \[train.dit\] 'stepz'; valid keys: steps, lr"):
         load_recipe(path)
     path.write_text("[trainer]\nsteps = 5\n")
     with pytest.raises(ConfigError, match=r"unknown section \[trainer\]"):
@@ -51,3 +51,43 @@ def test_invalid_values():
         DiTConfig(dim=10, num_heads=3)
     with pytest.raises(ConfigError, match="pos_embed"):
         apply_overrides(Recipe(), ["--dit.pos_embed=learned"])
+
+
+def test_recipe_stages_each_with_its_own_section(tmp_path):
+    path = tmp_path / "r.toml"
+    path.write_text('[train]\nstages = ["vae", "dit"]\n[train.vae]\nsteps = 3\nkl_weight = 0.1\n'
+                    '[train.dit]\nsteps = 4\nlatent_cache = 8\n')
+    train = load_recipe(path).train
+    assert train.stages == ["vae", "dit"] and (train.vae.steps, train.dit.steps) == (3, 4)
+    assert train.vae.kl_weight == 0.1 and train.dit.latent_cache == 8
+    assert train.vae.precision == train.dit.precision == "auto"  # chosen for the hardware
+    for section, key in [("train.vae", "latent_cache"), ("train.dit", "kl_weight")]:
+        with pytest.raises(ConfigError, match=f"unknown key '{section}.{key}'"):
+            apply_overrides(Recipe(), [f"--{section}.{key}=1"])  # one stage's field, not the other's
+    for stages in ['["dit", "vae"]', '["vae", "vae"]', "[]"]:
+        with pytest.raises(ConfigError, match="train.stages must be"):
+            apply_overrides(Recipe(), [f"--train.stages={stages}"])
+    with pytest.raises(ConfigError, match="unknown stage 'gan'"):
+        apply_overrides(Recipe(), ['--train.stages=["gan"]'])
+    with pytest.raises(ConfigError, match="train.vae.precision must be 'auto', 'bf16' or 'fp32'"):
+        apply_overrides(Recipe(), ["--train.vae.precision=fp16"])
+
+
+def test_old_recipe_layouts_say_what_to_write_instead(tmp_path, capsys):
+    path = tmp_path / "old.toml"
+    cases = [('[train]\nmodel = "vae+dit"\nsteps = 5\n[vae_train]\nsteps = 2\n', r"\[vae_train\] is the "
+              r"old recipe layout: put the VAE stage's settings in \[train.vae\]"),
+             ('[train]\nmodel = "vae+dit"\n', r'old recipe layout: list the stages in \[train\] instead, '
+              r'e.g. stages = \["vae", "dit"\]'),
+             ("[train]\nlr = 0.1\n", r"train.lr is the old recipe layout: .*\[train.dit\] or \[train.vae\]")]
+    for text, message in cases:
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=message):
+            load_recipe(path)
+    with pytest.raises(ConfigError, match="train.model is the old recipe layout"):
+        apply_overrides(Recipe(), ["--train.model=dit"])
+    from zoetrope.cli import main
+    assert main(["train", str(path), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "train.lr is the old recipe layout" in err
+    assert not (tmp_path / "run").exists()

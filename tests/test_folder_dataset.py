@@ -11,7 +11,7 @@ import torch
 from zoetrope.config import load_recipe
 from zoetrope.data.folder import IndexedFolder
 from zoetrope.data.video import write_video
-from zoetrope.train import build_dataset
+from zoetrope.data.factory import build_dataset
 
 VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
 pytestmark = pytest.mark.skipif(
@@ -93,7 +93,7 @@ def test_a_clip_that_fails_to_decode_is_replaced_and_reported(tmp_path):
 
 def test_training_reads_a_folder_through_the_recipe():
     recipe = load_recipe(TINY, ["--data.dataset=folder", f"--data.path={VIDEOS}", "--data.fps=0"])
-    data = build_dataset(recipe)
+    data = build_dataset(recipe.data, seed=0)
     assert isinstance(data, IndexedFolder) and data.fps is None  # 0: each clip's own rate
     frames, caption = data.sample(0)
     assert tuple(frames.shape[:3]) in {tuple(s) for s in recipe.data.sizes}

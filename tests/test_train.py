@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from zoetrope import checkpoint as ckpt
 from zoetrope.cli import main
 from zoetrope.config import ConfigError, load_recipe
-from zoetrope.train import Interrupted, Trainer, TrainingError, train
+from zoetrope.train import Interrupted, TrainingError, stage_loop, train
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny.toml"
@@ -29,13 +29,13 @@ def cli_env() -> dict:
 @pytest.fixture(scope="module")
 def vae_dir(tmp_path_factory):
     """A tiny VAE trained for a few steps: the frozen VAE of the DiT runs below."""
-    recipe = load_recipe(TINY, ["--train.model=vae", "--train.steps=3", "--train.batch_size=2"])
+    recipe = load_recipe(TINY, ['--train.stages=["vae"]', "--train.vae.steps=3", "--train.vae.batch_size=2"])
     return train(recipe, tmp_path_factory.mktemp("vae"), progress=False) / "vae"
 
 
 def dit_recipe(vae_dir, *extra):
-    return load_recipe(TINY, ["--train.model=dit", f"--train.vae_path={vae_dir}", "--train.steps=6",
-                              "--train.checkpoint_every=2", *extra])
+    return load_recipe(TINY, ['--train.stages=["dit"]', f"--train.dit.vae_path={vae_dir}",
+                              "--train.dit.steps=6", "--train.dit.checkpoint_every=2", *extra])
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +60,8 @@ def assert_same_weights(a: Path, b: Path):
 
 
 def test_tiny_dit_loss_goes_down(vae_dir, tmp_path):
-    recipe = dit_recipe(vae_dir, "--train.steps=40", "--train.checkpoint_every=40", "--train.lr=2e-3",
-                        "--train.batch_size=8")
+    recipe = dit_recipe(vae_dir, "--train.dit.steps=40", "--train.dit.checkpoint_every=40",
+                        "--train.dit.lr=2e-3", "--train.dit.batch_size=8")
     final = train(recipe, tmp_path, progress=False)
     losses = [json.loads(line)["loss"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert len(losses) == 40
@@ -72,18 +72,19 @@ def test_tiny_dit_loss_goes_down(vae_dir, tmp_path):
 
 
 def test_stop_and_resume_is_bit_exact(vae_dir, reference, tmp_path):
-    stopper = Trainer(dit_recipe(vae_dir), tmp_path, progress=False)
-    stopper._should_stop = lambda: stopper.step == 3  # as if SIGINT arrived during step 3
+    stopper = stage_loop(dit_recipe(vae_dir), "dit", tmp_path, progress=False)
+    stopper.should_stop = lambda: stopper.step == 3  # as if SIGINT arrived during step 3
     with pytest.raises(Interrupted):
         stopper.run()
     assert ckpt.latest_checkpoint(tmp_path).name == "step_00000003"
-    Trainer(dit_recipe(vae_dir), tmp_path, progress=False).run()
+    stage_loop(dit_recipe(vae_dir), "dit", tmp_path, progress=False).run()
     assert_same_weights(tmp_path, reference)
 
 
 def _run_cli_until_checkpoint(vae_dir, out: Path, sig: int) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "zoetrope.cli", "train", str(TINY), "--out", str(out), "--quiet",
-           "--train.model=dit", f"--train.vae_path={vae_dir}", "--train.steps=6", "--train.checkpoint_every=2"]
+           '--train.stages=["dit"]', f"--train.dit.vae_path={vae_dir}", "--train.dit.steps=6",
+           "--train.dit.checkpoint_every=2"]
     proc = subprocess.Popen(cmd, env=cli_env(), stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while ckpt.latest_checkpoint(out) is None and proc.poll() is None and time.time() < deadline:
@@ -98,8 +99,8 @@ def test_sigkill_after_checkpoint_then_rerun_is_bit_exact(vae_dir, reference, tm
     proc = _run_cli_until_checkpoint(vae_dir, tmp_path, signal.SIGKILL)
     assert proc.returncode == -signal.SIGKILL
     assert ckpt.latest_checkpoint(tmp_path) is not None
-    args = ["train", str(TINY), "--out", str(tmp_path), "--quiet", "--train.model=dit",
-            f"--train.vae_path={vae_dir}", "--train.steps=6", "--train.checkpoint_every=2"]
+    args = ["train", str(TINY), "--out", str(tmp_path), "--quiet", '--train.stages=["dit"]',
+            f"--train.dit.vae_path={vae_dir}", "--train.dit.steps=6", "--train.dit.checkpoint_every=2"]
     assert main(args) == 0
     assert_same_weights(tmp_path, reference)
 
@@ -114,7 +115,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(vae_dir, tmp_path):
 
 
 def test_non_finite_loss_stops_with_the_step_and_keeps_checkpoint(vae_dir, tmp_path):
-    trainer = Trainer(dit_recipe(vae_dir), tmp_path, progress=False)
+    trainer = stage_loop(dit_recipe(vae_dir), "dit", tmp_path, progress=False)
     real = trainer.micro_loss
     trainer.micro_loss = lambda items: (real(items)[0] * (float("nan") if trainer.step == 3 else 1.0), 1)
     with pytest.raises(TrainingError, match="at step 3.*step_00000002"):
@@ -123,7 +124,7 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_checkpoint(vae_dir, tmp_p
 
 
 def test_full_disk_keeps_the_previous_checkpoint(vae_dir, tmp_path, monkeypatch):
-    trainer = Trainer(dit_recipe(vae_dir), tmp_path, progress=False)
+    trainer = stage_loop(dit_recipe(vae_dir), "dit", tmp_path, progress=False)
     real_save = ckpt.save_file
 
     def save_file(tensors, path):
@@ -140,8 +141,8 @@ def test_full_disk_keeps_the_previous_checkpoint(vae_dir, tmp_path, monkeypatch)
 
 
 def test_torchrun_two_processes_match_one(vae_dir, tmp_path):
-    args = ["train", str(TINY), "--quiet", "--train.model=dit", f"--train.vae_path={vae_dir}",
-            "--train.steps=3", "--train.checkpoint_every=3", "--train.precision=fp32"]
+    args = ["train", str(TINY), "--quiet", '--train.stages=["dit"]', f"--train.dit.vae_path={vae_dir}",
+            "--train.dit.steps=3", "--train.dit.checkpoint_every=3", "--train.dit.precision=fp32"]
     assert main([*args, "--out", str(tmp_path / "one")]) == 0
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
            "29517", "-m", "zoetrope.cli", *args, "--out", str(tmp_path / "two")]
@@ -162,7 +163,7 @@ def test_bad_recipes_are_one_line_errors(tmp_path, capsys):
     assert main(["train", str(tmp_path / "missing.toml"), "--out", str(tmp_path / "r")]) == 2
     assert main(["train", str(TINY), "--out", str(tmp_path / "r"), "--train.stepz=3"]) == 2
     bad = tmp_path / "bad.toml"
-    bad.write_text("[train]\nsteps = 'many'\n")
+    bad.write_text("[train.dit]\nsteps = 'many'\n")
     assert main(["train", str(bad), "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and all(line.startswith("zoetrope train: error:") for line in err)
@@ -171,5 +172,63 @@ def test_bad_recipes_are_one_line_errors(tmp_path, capsys):
 
 
 def test_run_dir_of_another_recipe_is_refused(vae_dir, reference):
-    with pytest.raises(ConfigError, match="another recipe.*train.lr"):
-        Trainer(dit_recipe(vae_dir, "--train.lr=0.5"), reference, progress=False)
+    with pytest.raises(ConfigError, match="another recipe.*train.dit.lr"):
+        stage_loop(dit_recipe(vae_dir, "--train.dit.lr=0.5"), "dit", reference, progress=False)
+
+
+def test_worker_processes_fetch_the_same_samples(vae_dir, reference, tmp_path):
+    # Two DataLoader workers decode ahead of the step; what each step trains on is unchanged.
+    train(dit_recipe(vae_dir, "--data.num_workers=2"), tmp_path, progress=False)
+
+    def losses(run):
+        return [json.loads(x)["loss"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+
+    assert len(losses(tmp_path)) == 6 and losses(tmp_path) == losses(reference)
+    assert_same_weights(tmp_path, reference)
+
+
+def test_two_stages_hand_the_vae_over_without_touching_the_config(tmp_path):
+    from zoetrope.pipeline import TextToVideoPipeline
+
+    recipe = load_recipe(TINY, ["--train.vae.steps=2", "--train.dit.steps=2"])
+    final = train(recipe, tmp_path, progress=False)
+    assert {p.name for p in tmp_path.iterdir()} >= {"vae", "dit", "final"}
+    saved = json.loads((tmp_path / "dit" / "config.json").read_text())
+    assert saved["train"]["dit"]["vae_path"] == "" and saved == json.loads(
+        (tmp_path / "vae" / "config.json").read_text())  # one recipe, no stage rewrote it
+    pipe = TextToVideoPipeline.from_pretrained(final)  # written by save_pretrained, read back
+    assert pipe.sizes == [tuple(s) for s in recipe.data.sizes] and pipe.fps == recipe.data.fps
+    vae = load_file(str(tmp_path / "vae" / "final" / "vae" / "model.safetensors"))
+    assert all(torch.equal(v, pipe.vae.state_dict()[k]) for k, v in vae.items())
+    with pytest.raises(ConfigError, match="vae_path must be empty"):
+        train(load_recipe(TINY, ["--train.dit.vae_path=elsewhere"]), tmp_path / "again")
+
+
+def test_ddpm_loss_takes_the_recipes_vlb_weight(vae_dir, tmp_path):
+    ddpm = ["--diffusion.objective=ddpm", "--diffusion.sampler=ddpm", "--dit.learn_sigma=true",
+            "--train.dit.precision=fp32"]
+    losses = []
+    for weight in (0.0, 0.5):  # same seed: same weights and samples; only L_vlb's weight differs
+        loop = stage_loop(dit_recipe(vae_dir, *ddpm, f"--diffusion.vlb_weight={weight}"), "dit",
+                          tmp_path / str(weight), progress=False)
+        items = [(i, loop.dataset.sample(i)) for i in range(4)]
+        with torch.no_grad():
+            losses.append(loop.micro_loss(items)[0].item())
+    assert losses[1] > losses[0] > 0  # L_vlb >= 0 is added, weighted
+
+
+def test_shapes_demo_trains_in_fp32_on_a_cpu_without_native_bf16(tmp_path, monkeypatch, capsys):
+    from zoetrope import hardware
+    from zoetrope.train.vae_task import VAETask
+
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"sse4_2", "avx2", "fma"}))
+    autocast, loss = [], VAETask.loss
+    monkeypatch.setattr(VAETask, "loss", lambda self, *a: (autocast.append(
+        torch.is_autocast_enabled("cpu")), loss(self, *a))[1])
+    recipe = ROOT / "configs" / "shapes-demo.toml"  # its default precision, "auto", on a small run
+    args = ["train", str(recipe), "--out", str(tmp_path), "--quiet", '--train.stages=["vae"]',
+            "--train.vae.steps=1", "--train.vae.batch_size=1", "--train.vae.sizes=[[1, 64, 64]]"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "precision: fp32 (CPU without native bf16: no avx512_bf16/amx_bf16)" in out
+    assert autocast == [False]

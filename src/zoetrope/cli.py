@@ -165,14 +165,16 @@ def cmd_encode(args: argparse.Namespace) -> None:
 
     import torch
 
+    from .config import DataConfig
     from .data.cache import encode_dataset
-    from .train import load_frozen_vae
+    from .data.factory import build_dataset
+    from .train.dit_task import load_frozen_vae
 
     sizes = [_parse_size(s) for s in args.size or ["17x64x64"]]
     if args.count is not None and args.count < 1:
-        raise ValueError(f"--count must be at least 1, got {args.count}")
+        raise UserError(f"--count must be at least 1, got {args.count}")
     if args.fps is not None and args.fps <= 0:
-        raise ValueError(f"--fps must be > 0, got {args.fps}")
+        raise UserError(f"--fps must be > 0, got {args.fps}")
     if not Path(args.vae).is_dir():
         raise FileNotFoundError(f"--vae {args.vae!r} is not a directory (a trained VAE, e.g. "
                                 f"RUN_DIR/final/vae)")
@@ -184,29 +186,20 @@ def cmd_encode(args: argparse.Namespace) -> None:
         try:
             vae.latent_shape(*size)
         except ValueError as e:
-            raise ValueError(f"--size {'x'.join(map(str, size))}: {e}") from None
+            raise UserError(f"--size {'x'.join(map(str, size))}: {e}") from None
     if args.dataset in ("shapes", "mnist"):
         if args.count is None:
-            raise ValueError(f"--count is required for {args.dataset} (the world is endless)")
-        if args.dataset == "shapes":
-            from .data.shapes import ShapesWorld
-            dataset = ShapesWorld(sizes, seed=args.seed, two_objects=args.two_objects)
-        else:
-            from .data.mnist import MovingMNIST
-            dataset = MovingMNIST(sizes=sizes, seed=args.seed)
-    elif Path(args.dataset).is_dir():
-        from .data.folder import IndexedFolder
-        dataset = IndexedFolder(args.dataset, sizes=sizes, fps=args.fps, seed=args.seed)
+            raise UserError(f"--count is required for {args.dataset} (the world is endless)")
+        data = DataConfig(dataset=args.dataset, two_objects=args.two_objects)
+    elif Path(args.dataset).is_dir():  # fps 0: each clip at its own rate
+        data = DataConfig(dataset="folder", path=args.dataset, fps=args.fps or 0.0)
     else:
         raise FileNotFoundError(f"DATASET must be shapes, mnist or a caption folder; "
                                 f"{args.dataset!r} is none of these")
+    dataset = build_dataset(data, args.seed, sizes)
     count = args.count if args.count is not None else len(dataset)  # a folder: one epoch
-    text_encoder = None
-    if args.text_encoder:
-        from .text import load_text_encoder
-        text_encoder = load_text_encoder(args.text_encoder).to(device).requires_grad_(False)
-    out = encode_dataset(dataset, vae, args.out, count, text_encoder=text_encoder,
-                         batch_size=args.batch_size, dtype=args.dtype, progress=not args.quiet)
+    out = encode_dataset(dataset, vae, args.out, count, batch_size=args.batch_size,
+                         dtype=args.dtype, progress=not args.quiet)
     print(f"latent cache of {count} samples written to {out}; train a DiT on it with "
           f"--data.dataset=cache --data.path={out}")
 
@@ -241,9 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the totals as JSON")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("train", help="train the VAE and/or DiT a TOML recipe names",
+    p = sub.add_parser("train", help="train the stages (VAE, DiT or both) a TOML recipe lists",
                        description="Train from a recipe; extra --section.key=value arguments "
-                                   "override the recipe. An existing --out resumes.")
+                                   "override the recipe (e.g. --train.dit.steps=100). An "
+                                   "existing --out resumes.")
     p.add_argument("recipe", help="TOML recipe, e.g. configs/tiny.toml")
     p.add_argument("--out", required=True, help="run directory (checkpoints, metrics, final/)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -280,10 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "clip's own)")
     p.add_argument("--seed", type=int, default=0, help="dataset seed (use the training seed)")
     p.add_argument("--two-objects", action="store_true", help="shapes: sometimes two objects")
-    p.add_argument("--text-encoder", help="frozen text encoder directory: store its embeddings too")
     p.add_argument("--batch-size", type=int, default=8, help="clips per VAE call (default 8)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
-                   help="storage type of latents and text embeddings (default float32)")
+                   help="storage type of the latents (default float32)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps or auto (default)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_encode)

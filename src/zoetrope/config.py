@@ -2,7 +2,9 @@
 
 Every component is described by a dataclass whose fields carry a comment saying what they mean.
 A training run is a `Recipe`: one dataclass per section (`vae`, `dit`, `text`, `diffusion`,
-`data`, `train`). Recipes load from TOML files (see `configs/`) and are refined from the command
+`data`, `train`); `[train]` lists the stages to train (`stages = ["vae", "dit"]`) and holds one
+subsection per stage (`[train.vae]`, `[train.dit]`): the loop's settings plus that stage's own.
+Recipes load from TOML files (see `configs/`) and are refined from the command
 line with `--section.key=value`; values are parsed and type-checked against the field's type, and
 an unknown section or key is an error naming the valid ones.
 """
@@ -16,7 +18,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from .errors import UserError
 
@@ -191,54 +193,125 @@ class DiffusionConfig:
 
 @dataclass
 class DataConfig:
-    """What the trainer reads."""
+    """What the trainer reads (every stage reads the same dataset, at its own sizes)."""
 
-    dataset: str = "shapes"  # "shapes", "mnist", "folder", "cache"
+    dataset: str = "shapes"  # "shapes", "mnist", "folder", "cache" (a `zoetrope encode` cache)
     path: str = ""  # folder / mnist / latent-cache path
     sizes: list[list[int]] = field(default_factory=lambda: [[17, 64, 64]])  # [frames, h, w] choices
-    fps: float = 8.0  # target fps for real clips
+    fps: float = 8.0  # target fps for real clips; 0 reads every clip at its own rate
     two_objects: bool = False  # shapes world: sometimes two objects
-    num_workers: int = 0
+    # DataLoader worker processes that fetch samples ahead of the step (real clips decode in
+    # ~0.5 s each); 0 fetches in the training process; -1 picks for the hardware
+    # (`hardware.default_num_workers`). Never changes what is trained, only when it is fetched.
+    num_workers: int = -1
+
+
+@dataclass
+class LoopConfig:
+    """The training loop's settings: the same fields in every stage's section."""
+
+    section: ClassVar[str] = "train"  # where the fields live in a recipe, for error messages
+
+    steps: int = 1000  # optimizer steps of this stage
+    lr: float = 3e-4  # peak learning rate (AdamW)
+    weight_decay: float = 0.0  # AdamW decoupled weight decay
+    warmup_steps: int = 100  # linear warmup from 0 to lr
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio at the last step
+    grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
+    batch_size: int = 8  # samples per optimizer step, over all processes
+    token_budget: int = 0  # > 0: pack samples up to this many tokens per micro-batch (NaViT)
+    grad_accum: int = 1  # micro-batches per step when token_budget = 0
+    ema_decay: float = 0.999  # EMA of the weights (what is exported); short runs ramp up to it
+    # "auto": bf16 autocast where the hardware computes bf16 natively (CUDA with bf16, CPUs with
+    # AVX512-BF16 or AMX), fp32 elsewhere (emulated bf16 made a VAE step 18x slower); or "bf16",
+    # "fp32" (`hardware.choose_precision`)
+    precision: str = "auto"
+    threads: int = 0  # torch CPU threads; 0: OMP_NUM_THREADS if set, else the physical cores
+    compile: bool = False  # torch.compile the model
+    activation_checkpointing: bool = False  # recompute each DiT block in backward (less memory)
+    distributed: str = "fsdp"  # under torchrun: "fsdp" (FSDP2 fully_shard) or "ddp"
+    seed: int = 0  # initial weights, the dataset's samples and each sample's noise
+    checkpoint_every: int = 200  # steps between checkpoints (and at the last step)
+    keep_checkpoints: int = 2  # older checkpoints are deleted
+    log_every: int = 10  # steps between lines of metrics.jsonl
+    # [frames, h, w] clip sizes of this stage ([] = data.sizes)
+    sizes: list[list[int]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ConfigError(f"{self.section}.precision must be 'auto', 'bf16' or 'fp32', "
+                              f"got {self.precision!r}")
+        if self.distributed not in ("fsdp", "ddp"):
+            raise ConfigError(f"{self.section}.distributed must be 'fsdp' or 'ddp', "
+                              f"got {self.distributed!r}")
+        if min(self.steps, self.batch_size, self.grad_accum, self.checkpoint_every,
+               self.log_every) < 1 or self.threads < 0:
+            raise ConfigError(f"{self.section}: steps, batch_size, grad_accum, checkpoint_every "
+                              f"and log_every must be >= 1 and threads >= 0")
+
+
+@dataclass
+class VAEStageConfig(LoopConfig):
+    """The VAE stage: the loop's settings and the VAE loss."""
+
+    section: ClassVar[str] = "train.vae"
+
+    kl_weight: float = 1e-6  # weight of the KL term of the VAE loss
+
+
+@dataclass
+class DiTStageConfig(LoopConfig):
+    """The DiT stage: the loop's settings and what only DiT training has."""
+
+    section: ClassVar[str] = "train.dit"
+
+    # Trained VAE directory whose latents the DiT learns; must be empty when a "vae" stage comes
+    # first (that stage's VAE is used)
+    vae_path: str = ""
+    # > 0 encodes dataset samples 0..N-1 once into RUN_DIR/latents and trains on them, sample k
+    # being latent k mod N (epochs); 0 encodes every batch with the VAE on the fly. Not used when
+    # data.dataset = "cache" (already latents).
+    latent_cache: int = 0
+    first_frame_cond: float = 0.0  # probability a clip's first latent frame is given clean (i2v)
+    attention: str = "auto"  # the DiT's attention backend (`DiT(config, attention=...)`)
+    preview_every: int = 0  # steps between preview GIFs; 0 disables them
+    preview_prompts: list[str] = field(default_factory=list)  # prompts of the preview GIFs
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.latent_cache < 0:
+            raise ConfigError(f"train.dit.latent_cache must be >= 0, got {self.latent_cache}")
+
+
+STAGES = ("vae", "dit")  # what a recipe can train, in the order stages run
 
 
 @dataclass
 class TrainConfig:
-    """The training loop."""
+    """Which stages a run trains, in order, and each stage's own section."""
 
-    model: str = "dit"  # what to train: "dit" or "vae"
-    steps: int = 1000
-    lr: float = 3e-4
-    weight_decay: float = 0.0
-    warmup_steps: int = 100
-    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
-    grad_clip: float = 1.0
-    batch_size: int = 8  # samples per optimizer step (global)
-    token_budget: int = 0  # > 0: pack samples up to this many tokens per micro-batch (NaViT)
-    grad_accum: int = 1
-    ema_decay: float = 0.999
-    precision: str = "bf16"  # "bf16" autocast or "fp32"
-    compile: bool = False
-    activation_checkpointing: bool = False
-    distributed: str = "fsdp"  # "fsdp" (FSDP2 fully_shard) or "ddp" under torchrun
-    seed: int = 0
-    checkpoint_every: int = 200
-    keep_checkpoints: int = 2
-    log_every: int = 10
-    preview_every: int = 0  # 0 disables preview GIFs
-    preview_prompts: list[str] = field(default_factory=list)
-    vae_path: str = ""  # trained VAE directory (DiT training)
-    kl_weight: float = 1e-6  # VAE loss: KL term weight
-    sizes: list[list[int]] = field(default_factory=list)  # [frames, h, w] for this stage ([] = data.sizes)
-    first_frame_cond: float = 0.0  # DiT: probability a clip's first latent frame is given clean (i2v)
-    # DiT: > 0 encodes dataset samples 0..N-1 once into RUN_DIR/latents and trains on them, sample
-    # k being latent k mod N (epochs); 0 encodes every batch with the VAE on the fly. Ignored
-    # when data.dataset = "cache" (already latents).
-    latent_cache: int = 0
+    # "vae", "dit" or both in that order; with both, the DiT stage trains on the latents of the
+    # VAE the first stage exported
+    stages: list[str] = field(default_factory=lambda: ["dit"])
+    vae: VAEStageConfig = field(default_factory=VAEStageConfig)  # [train.vae]
+    dit: DiTStageConfig = field(default_factory=DiTStageConfig)  # [train.dit]
+
+    def __post_init__(self) -> None:
+        if not self.stages or sorted(self.stages, key=_stage_order) != self.stages \
+                or len(set(self.stages)) != len(self.stages):
+            raise ConfigError(f"train.stages must be [\"vae\"], [\"dit\"] or [\"vae\", \"dit\"], "
+                              f"got {self.stages!r}")
+
+
+def _stage_order(name: str) -> int:
+    if name not in STAGES:
+        raise ConfigError(f"unknown stage {name!r} in train.stages; valid: {', '.join(STAGES)}")
+    return STAGES.index(name)
 
 
 @dataclass
 class Recipe:
-    """A whole training run: one section per component."""
+    """A whole training run: one section per component, and [train] for the stages."""
 
     vae: VAEConfig = field(default_factory=VAEConfig)
     dit: DiTConfig = field(default_factory=DiTConfig)
@@ -246,8 +319,6 @@ class Recipe:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    # With train.model = "vae+dit": the VAE stage's loop settings (the DiT stage uses [train]).
-    vae_train: TrainConfig = field(default_factory=lambda: TrainConfig(model="vae"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -317,7 +388,7 @@ def from_dict(cls: type, data: dict, where: str = "") -> Any:
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
     for key, value in data.items():
-        if key not in hints:
+        if key not in names:  # fields only: a ClassVar is not a setting
             place = f"[{where}] " if where else ""
             raise ConfigError(f"unknown key {place}{key!r}; valid keys: {', '.join(names)}")
         kind = hints[key]
@@ -382,6 +453,8 @@ def apply_overrides(config: Any, overrides: list[str]) -> Any:
         if "=" not in body:
             raise ConfigError(f"override {item!r} must look like --section.key=value")
         path, text = body.split("=", 1)
+        if isinstance(config, Recipe) and (hint := _old_layout_hint(path)):
+            raise ConfigError(hint)
         node, cls, parts = data, type(config), path.split(".")
         for depth, part in enumerate(parts):
             names = [f.name for f in dataclasses.fields(cls)]
@@ -410,6 +483,11 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"recipe {str(path)!r} is not valid TOML: {e}") from None
     recipe = data.pop("preset", None)
+    old = ["vae_train"] if "vae_train" in data else []
+    train = data.get("train") if isinstance(data.get("train"), dict) else {}
+    old += [f"train.{key}" for key in train if key not in ("stages", "vae", "dit")]
+    if old and (hint := _old_layout_hint(old[0])):
+        raise ConfigError(f"{path.name}: {hint}")
     base = to_dict(Recipe())
     if recipe is not None:  # `preset = "shapes-demo"` at top level picks a DiT preset
         base["dit"] = to_dict(dit_preset(recipe))
@@ -422,3 +500,22 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
         base[section].update(values)
         from_dict(type(getattr(Recipe(), section)), values, section)  # names the bad key
     return apply_overrides(from_dict(Recipe, base), overrides or [])
+
+
+def _old_layout_hint(key: str) -> str | None:
+    """What to write instead of a setting of the recipe layout before stages (one line), if any."""
+    stage_keys = {f.name for f in dataclasses.fields(VAEStageConfig)} | {
+        f.name for f in dataclasses.fields(DiTStageConfig)}
+    first = key.split(".")[0]
+    if first == "vae_train":
+        return ("[vae_train] is the old recipe layout: put the VAE stage's settings in "
+                "[train.vae] and list the stages in [train]: stages = [\"vae\", \"dit\"]")
+    if key == "train.model":
+        return ("train.model is the old recipe layout: list the stages in [train] instead, "
+                "e.g. stages = [\"vae\", \"dit\"] (\"vae+dit\"), [\"vae\"] or [\"dit\"]")
+    name = key.split(".")[1] if first == "train" and "." in key else ""
+    if name in stage_keys:
+        return (f"train.{name} is the old recipe layout: each stage's settings live in its own "
+                f"section, [train.dit] or [train.vae] (e.g. --train.dit.{name}=...)")
+    return None
+

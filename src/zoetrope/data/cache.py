@@ -7,12 +7,12 @@ them back as `sample(index) -> (latent float (C, t, h, w), caption)`, with the s
 
 Layout of a cache directory:
 - `cache.json`: the manifest: format version, the VAE config (latents are only meaningful with
-  the VAE that decodes them, scaling included), the dataset's description, the text encoder
-  config (if any), count, shard size, dtype and, once finished, the sizes found. Written at the
+  the VAE that decodes them, scaling included), the dataset's description, count, shard size,
+  dtype and, once finished, the sizes found. Written at the
   start (so a rerun can check it is continuing the same cache) and again, complete, at the end.
 - `shard_00000.safetensors`: the shard's latents flattened and concatenated into one tensor
-  `latents`, their shapes `shapes` (N, 4) int64 (C, t, h, w), and with a text encoder the
-  unpadded text tokens `text_tokens` (sum L, D), `text_mask` (sum L) and lengths `text_lengths`.
+  `latents` and their shapes `shapes` (N, 4) int64 (C, t, h, w). (Caches made by earlier
+  versions may also hold text embeddings; nothing reads them: the DiT task encodes captions.)
 - `shard_00000.json`: the shard's indices, captions, pixel sizes and latent shapes.
 
 Every file is written to a temporary name and renamed into place, the JSON after the tensors, so
@@ -78,8 +78,7 @@ def _start_manifest(out: Path, manifest: dict) -> None:
     path = out / MANIFEST
     if path.is_file():
         saved = _read_json(path)
-        for key, what in (("vae", "another VAE"), ("dataset", "another dataset"),
-                          ("text_encoder", "another text encoder")):
+        for key, what in (("vae", "another VAE"), ("dataset", "another dataset")):
             diff = _differences(saved.get(key) or {}, manifest[key] or {})
             if diff:
                 raise CacheError(f"cache {str(out)!r} was made with {what} (differs in "
@@ -104,12 +103,11 @@ def _shard_done(out: Path, shard: int, indices: list[int]) -> bool:
 
 
 @torch.no_grad()
-def _encode_shard(dataset, vae, text_encoder, indices: list[int], batch_size: int,
+def _encode_shard(dataset, vae, indices: list[int], batch_size: int,
                   dtype: torch.dtype, bar: tqdm) -> tuple[dict, dict]:
     """Encode the samples `indices`; returns (tensors, metadata) of the shard."""
     device = next(vae.parameters()).device
     latents: dict[int, Tensor] = {}
-    texts: dict[int, tuple[Tensor, Tensor]] = {}
     captions: dict[int, str] = {}
     sizes: dict[int, list[int]] = {}
     pending: dict[tuple, list[tuple[int, Tensor]]] = {}  # clip size -> samples waiting for a batch
@@ -121,11 +119,6 @@ def _encode_shard(dataset, vae, text_encoder, indices: list[int], batch_size: in
         z = vae.encode_latent(video).to("cpu", dtype)  # (B, C, t, h, w)
         for (index, _), latent in zip(group, z):
             latents[index] = latent
-        if text_encoder is not None:
-            tokens, mask = text_encoder([captions[i] for i, _ in group])  # (B, L, D), (B, L)
-            for (index, _), tok, m in zip(group, tokens.cpu(), mask.cpu()):
-                length = int(m.nonzero().max()) + 1  # drop the batch's padding after the last token
-                texts[index] = (tok[:length].to(dtype), m[:length])
         bar.update(len(group))
 
     for index in indices:
@@ -144,10 +137,6 @@ def _encode_shard(dataset, vae, text_encoder, indices: list[int], batch_size: in
     ordered = [latents[i] for i in indices]
     tensors = {"latents": torch.cat([z.flatten() for z in ordered]),
                "shapes": torch.tensor([list(z.shape) for z in ordered], dtype=torch.int64)}
-    if text_encoder is not None:
-        tensors["text_tokens"] = torch.cat([texts[i][0] for i in indices])  # (sum L, D)
-        tensors["text_mask"] = torch.cat([texts[i][1] for i in indices])  # (sum L,)
-        tensors["text_lengths"] = torch.tensor([len(texts[i][1]) for i in indices])
     meta = {"indices": indices, "captions": [captions[i] for i in indices],
             "sizes": [sizes[i] for i in indices], "shapes": tensors["shapes"].tolist()}
     return tensors, meta
@@ -160,13 +149,11 @@ def _write_shard(out: Path, shard: int, tensors: dict, meta: dict) -> None:
     _write_json(out / f"{name}.json", meta)
 
 
-def encode_dataset(dataset, vae, out_dir: str | Path, count: int, text_encoder=None,
-                   batch_size: int = 8, shard_size: int = SHARD_SIZE, dtype: str = "float32",
+def encode_dataset(dataset, vae, out_dir: str | Path, count: int, batch_size: int = 8, shard_size: int = SHARD_SIZE, dtype: str = "float32",
                    progress: bool = True) -> Path:
     """Encode samples 0..count-1 of `dataset` through `vae` into a cache at `out_dir` (resumable).
 
-    Clips of equal size are encoded together, `batch_size` at a time. With a (frozen)
-    `text_encoder`, each caption's text tokens and mask are stored too. Returns `out_dir`.
+    Clips of equal size are encoded together, `batch_size` at a time. Returns `out_dir`.
     """
     out = Path(out_dir)
     if count < 1:
@@ -180,12 +167,9 @@ def encode_dataset(dataset, vae, out_dir: str | Path, count: int, text_encoder=N
         "format": FORMAT, "complete": False, "count": count, "shard_size": shard_size,
         "dtype": dtype, "vae": {"class": type(vae).__name__, **to_dict(vae.config)},
         "dataset": describe(dataset),
-        "text_encoder": to_dict(text_encoder.config) if text_encoder is not None else None,
     }
     _start_manifest(out, manifest)
     vae.eval()
-    if text_encoder is not None:
-        text_encoder.eval()
     shards = math.ceil(count / shard_size)
     sizes: dict[tuple, int] = {}
     with tqdm(total=count, desc="encode", unit="clip", disable=not progress,
@@ -196,8 +180,7 @@ def encode_dataset(dataset, vae, out_dir: str | Path, count: int, text_encoder=N
                 meta = _read_json(out / f"{shard_name(shard)}.json")
                 bar.update(len(indices))
             else:
-                tensors, meta = _encode_shard(dataset, vae, text_encoder, indices, batch_size,
-                                              DTYPES[dtype], bar)
+                tensors, meta = _encode_shard(dataset, vae, indices, batch_size, DTYPES[dtype], bar)
                 _write_shard(out, shard, tensors, meta)
             for size in meta["sizes"]:
                 sizes[tuple(size)] = sizes.get(tuple(size), 0) + 1
@@ -240,7 +223,6 @@ class LatentCache:
                                  f"{len(meta['indices'])} samples, expected {wanted}")
             self.captions += meta["captions"]
             self.shapes += [tuple(s) for s in meta["shapes"]]
-        self.has_text = self.manifest.get("text_encoder") is not None
         self._offsets: dict[int, list[int]] = {}  # shard -> start of each sample in `latents`
 
     @property
@@ -284,15 +266,3 @@ class LatentCache:
         shape = self.shapes[index % self.count]
         flat = self._read(path, "latents", start, start + math.prod(shape))
         return flat.float().reshape(shape), self.captions[index % self.count]
-
-    def text(self, index: int) -> tuple[Tensor, Tensor]:
-        """Stored text embedding of sample `index`: (tokens float32 (L, D), mask bool (L,))."""
-        if not self.has_text:
-            raise CacheError(f"cache {str(self.root)!r} holds no text embeddings (encode with "
-                             f"--text-encoder)")
-        path, _, position = self._locate(index)
-        lengths = self._read(path, "text_lengths", 0, self.shard_size).tolist()
-        start = sum(lengths[:position])
-        tokens = self._read(path, "text_tokens", start, start + lengths[position])
-        mask = self._read(path, "text_mask", start, start + lengths[position])
-        return tokens.float(), mask
