@@ -214,7 +214,7 @@ class Loop:
         if self.step % self.cfg.log_every == 0 or last:
             self.log({"step": self.step, "loss": loss, "lr": lr_at(self.step - 1, self.cfg),
                       "step_time": elapsed, "tokens_per_s": tok_s})
-        preview_every = getattr(self.cfg, "preview_every", 0)
+        preview_every = getattr(self.cfg, "preview_every", 0)  # only DiT stages sample previews
         if preview_every and self.step % preview_every == 0 and self.d.world == 1:
             # one rank samples alone, so previews need unsharded weights: one process only
             path = self.run_dir / "previews" / f"step_{self.step:08d}.gif"
