@@ -95,6 +95,7 @@ def _run_cli_until_checkpoint(vae_dir, out: Path, sig: int) -> subprocess.Popen:
     return proc
 
 
+@pytest.mark.slow
 def test_sigkill_after_checkpoint_then_rerun_is_bit_exact(vae_dir, reference, tmp_path):
     proc = _run_cli_until_checkpoint(vae_dir, tmp_path, signal.SIGKILL)
     assert proc.returncode == -signal.SIGKILL
@@ -105,6 +106,7 @@ def test_sigkill_after_checkpoint_then_rerun_is_bit_exact(vae_dir, reference, tm
     assert_same_weights(tmp_path, reference)
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(vae_dir, tmp_path):
     proc = _run_cli_until_checkpoint(vae_dir, tmp_path, signal.SIGTERM)
     err = proc.stderr.read()
@@ -140,6 +142,7 @@ def test_full_disk_keeps_the_previous_checkpoint(vae_dir, tmp_path, monkeypatch)
     ckpt.load_checkpoint(ckpt.latest_checkpoint(tmp_path))  # still readable
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_match_one(vae_dir, tmp_path):
     args = ["train", str(TINY), "--quiet", '--train.stages=["dit"]', f"--train.dit.vae_path={vae_dir}",
             "--train.dit.steps=3", "--train.dit.checkpoint_every=3", "--train.dit.precision=fp32"]

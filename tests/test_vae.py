@@ -258,6 +258,7 @@ def moving_squares(rng: np.random.Generator, batch: int, frames: int = 9, size: 
     return torch.from_numpy(out)
 
 
+@pytest.mark.slow
 def test_tiny_vae_learns_moving_squares():
     # An optimisation check on a fixed set of clips, so it runs in seconds. Generalising to fresh
     # clips takes thousands of steps (see benchmarks/ and the demo recipe), too slow for a test.
