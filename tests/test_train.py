@@ -4,6 +4,7 @@ import dataclasses
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,6 +21,13 @@ from zoetrope.train import Interrupted, TrainingError, stage_loop, train
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny.toml"
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now (a fixed one fails while another run still holds it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def cli_env() -> dict:
@@ -148,7 +156,7 @@ def test_torchrun_two_processes_match_one(vae_dir, tmp_path):
             "--train.dit.steps=3", "--train.dit.checkpoint_every=3", "--train.dit.precision=fp32"]
     assert main([*args, "--out", str(tmp_path / "one")]) == 0
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-           "29517", "-m", "zoetrope.cli", *args, "--out", str(tmp_path / "two")]
+           str(free_port()), "-m", "zoetrope.cli", *args, "--out", str(tmp_path / "two")]
     result = subprocess.run(cmd, env=cli_env(), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
 

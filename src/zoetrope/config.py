@@ -141,6 +141,10 @@ class TextConfig:
     trainable: bool = False
 
 
+# objective -> the samplers that fit it (names of `diffusion.SAMPLERS`)
+SAMPLERS_OF = {"flow": ("euler",), "ddpm": ("ddim", "ddpm")}
+
+
 @dataclass
 class DiffusionConfig:
     """Objective and sampler; time convention: t in [0, 1], t = 0 clean, t = 1 noise."""
@@ -186,6 +190,13 @@ class DiffusionConfig:
         if self.num_inference_steps < 1:
             raise ConfigError(f"diffusion.num_inference_steps must be at least 1, "
                               f"got {self.num_inference_steps}")
+        fitting = SAMPLERS_OF.get(self.objective)
+        if fitting is None:
+            raise ConfigError(f"diffusion.objective must be one of {', '.join(SAMPLERS_OF)}, "
+                              f"got {self.objective!r}")
+        if self.sampler not in fitting:
+            raise ConfigError(f"diffusion.sampler {self.sampler!r} does not fit objective "
+                              f"{self.objective!r}; use one of {', '.join(fitting)}")
         if self.restarts and self.sampler != "euler":
             raise ConfigError(f"diffusion.restarts works with the euler sampler, not "
                               f"{self.sampler!r}")

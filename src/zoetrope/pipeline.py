@@ -53,7 +53,6 @@ from .patches import Packed, concat, pack, unpack
 from .weights import PipelineSettings, read_pipeline, save_pipeline
 
 BUNDLED_MODEL = Path(__file__).parent / "assets" / "shapes-demo"  # shipped with the package
-SAMPLERS = {"flow": ("euler",), "ddpm": ("ddim", "ddpm")}  # objective -> samplers that fit it
 
 Size = tuple[int, int, int]  # (frames, height, width) in pixels
 Shape = tuple[int, int, int, int]  # latent (C, t, h, w)
@@ -110,13 +109,6 @@ class TextToVideoPipeline:
         if self.dit.config.text_dim != self.text_encoder.dim:
             raise UserError(f"the DiT takes text of width {self.dit.config.text_dim} but the text "
                             f"encoder makes {self.text_encoder.dim}")
-        d = self.diffusion
-        fitting = SAMPLERS.get(d.objective)
-        if fitting is None:
-            raise UserError(f"unknown objective {d.objective!r}; known: {', '.join(SAMPLERS)}")
-        if d.sampler not in fitting:
-            raise UserError(f"sampler {d.sampler!r} does not fit objective {d.objective!r}; "
-                            f"use one of {', '.join(fitting)}")
         if self.fps <= 0:
             raise UserError(f"fps must be positive, got {self.fps}")
 
