@@ -9,6 +9,7 @@ import torch
 
 from zoetrope.cli import main
 from zoetrope.config import ConfigError, DiffusionConfig, DiTConfig, Recipe, TextConfig, VAEConfig
+from zoetrope.data.video import read_video
 from zoetrope.pipeline import TextToVideoPipeline, VideoOutput, preview_gif
 from zoetrope.weights import WeightsError
 
@@ -233,16 +234,10 @@ def test_video_output_save(tmp_path, pipe):
     assert not list(tmp_path.glob("*.avi")) and not list(tmp_path.glob("batch.avi*"))
 
 
-def test_training_preview_gif_keeps_train_mode(tmp_path, pipe):
-    recipe = Recipe()
-    recipe.diffusion, recipe.data.sizes = pipe.diffusion, [[5, 16, 16]]
-    pipe.dit.train()
-    try:
-        path = preview_gif(pipe.dit, pipe.vae, pipe.text_encoder, recipe, ["a", "b"],
-                           tmp_path / "previews" / "step.gif")
-        assert path.stat().st_size > 0 and pipe.dit.training and not pipe.vae.training
-    finally:
-        pipe.dit.eval()
+def test_training_preview_gif_puts_prompts_side_by_side(tmp_path, pipe):
+    path = preview_gif(pipe, ["a", "b"], tmp_path / "previews" / "step.gif")
+    frames, _ = read_video(path)
+    assert frames.shape[1:3] == (pipe.default_size[1], 2 * pipe.default_size[2])
 
 
 def test_cli_generate(tmp_path, model_dir, capsys):

@@ -79,6 +79,15 @@ def test_tiny_dit_loss_goes_down(vae_dir, tmp_path):
     assert (tmp_path / "loss.png").stat().st_size > 0 and (tmp_path / "config.json").is_file()
 
 
+def test_previews_keep_the_trained_modules_in_train_mode(vae_dir, tmp_path):
+    recipe = dit_recipe(vae_dir, "--train.dit.steps=2", "--train.dit.preview_every=1",
+                        '--train.dit.preview_prompts=["a red circle moving right"]')
+    loop = stage_loop(recipe, "dit", tmp_path, progress=False)
+    loop.run()
+    assert (tmp_path / "previews" / "step_00000002.gif").stat().st_size > 0
+    assert loop.task.module.dit.training
+
+
 def test_stop_and_resume_is_bit_exact(vae_dir, reference, tmp_path):
     stopper = stage_loop(dit_recipe(vae_dir), "dit", tmp_path, progress=False)
     stopper.should_stop = lambda: stopper.step == 3  # as if SIGINT arrived during step 3

@@ -361,20 +361,13 @@ class TextToVideoPipeline:
 # --------------------------------------------------------------------------------------------
 
 
-def preview_gif(dit: DiT, vae: nn.Module, text_encoder: nn.Module, recipe, prompts: list[str],
-                path: str | Path, seed: int = 0) -> Path:
-    """Training preview: `prompts` side by side in one GIF, the recipe's first size, fixed seed."""
-    models = (dit, vae, text_encoder)
-    modes = [m.training for m in models]
-    try:
-        pipe = TextToVideoPipeline(vae, dit, text_encoder, recipe.diffusion, fps=recipe.data.fps,
-                                   default_size=recipe.data.sizes[0])
-        frames = pipe(prompts, seed=seed, progress=False).frames  # (B, T, H, W, 3)
-    finally:
-        for model, mode in zip(models, modes):
-            model.train(mode)
+def preview_gif(pipe: TextToVideoPipeline, prompts: list[str], path: str | Path,
+                seed: int = 0) -> Path:
+    """Training preview: `prompts` side by side in one GIF at the pipeline's default size and
+    frame rate, from a fixed seed."""
+    frames = pipe(prompts, seed=seed, progress=False).frames  # (B, T, H, W, 3)
     strip = np.concatenate(list(frames), axis=2)  # (T, H, B * W, 3)
-    return write_video(path, strip, recipe.data.fps)
+    return write_video(path, strip, pipe.fps)
 
 
 def to_uint8(pixels: Tensor) -> list[np.ndarray]:

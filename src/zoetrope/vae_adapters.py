@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from .config import VAEConfig
 from .vae import CausalVAE, DiagonalGaussian, VAEShapes
+from .errors import UserError
 from .weights import WeightsError, read_config
 
 
@@ -196,8 +197,8 @@ def _diffusers():
     try:
         import diffusers
     except ImportError:
-        raise ImportError("pretrained diffusers VAEs need the diffusers extra: "
-                          "pip install 'zoetrope[diffusers]'") from None
+        raise UserError("pretrained diffusers VAEs need the diffusers extra: "
+                        "pip install 'zoetrope[diffusers]'") from None
     return diffusers
 
 

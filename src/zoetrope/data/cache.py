@@ -157,11 +157,11 @@ def encode_dataset(dataset, vae, out_dir: str | Path, count: int, batch_size: in
     """
     out = Path(out_dir)
     if count < 1:
-        raise ValueError(f"count must be at least 1, got {count}")
+        raise UserError(f"count must be at least 1, got {count}")
     if batch_size < 1 or shard_size < 1:
-        raise ValueError(f"batch_size and shard_size must be >= 1, got {batch_size}, {shard_size}")
+        raise UserError(f"batch_size and shard_size must be >= 1, got {batch_size}, {shard_size}")
     if dtype not in DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}")
+        raise UserError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}")
     from ..config import to_dict
     manifest: dict[str, Any] = {
         "format": FORMAT, "complete": False, "count": count, "shard_size": shard_size,

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..errors import UserError
 from .video import VideoError, probe_video, read_video
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mov", ".mkv", ".m4v", ".gif")
@@ -65,7 +66,7 @@ class CaptionFolder(Dataset):
                 continue
             self.items.append(FolderItem(path=path, caption=caption, **info))
         if not self.items:
-            raise ValueError(f"caption folder {str(self.root)!r} has no readable captioned clips "
+            raise UserError(f"caption folder {str(self.root)!r} has no readable captioned clips "
                              f"({len(self.skipped)} skipped)")
 
     def _skip(self, path: Path | str, reason: str) -> None:
@@ -159,9 +160,9 @@ class IndexedFolder:
         self.sizes = [tuple(int(v) for v in s) for s in (sizes or [(17, 64, 64)])]
         for s in self.sizes:
             if len(s) != 3 or min(s) < 1:
-                raise ValueError(f"sizes must be positive (frames, height, width) triples, got {s}")
+                raise UserError(f"sizes must be positive (frames, height, width) triples, got {s}")
         if fps is not None and fps <= 0:
-            raise ValueError(f"fps must be > 0 (or None for each clip's own rate), got {fps}")
+            raise UserError(f"fps must be > 0 (or None for each clip's own rate), got {fps}")
         self.fps, self.seed = fps, seed
         self._permutation: tuple[int, np.ndarray] | None = None  # (epoch, order) of the last epoch
 

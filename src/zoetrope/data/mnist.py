@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import UserError
 from .shapes import DIRECTIONS, ProceduralWorld, bouncing_centers
 
 # Where the shared data lives relative to a working directory or the repository root.
@@ -76,7 +77,7 @@ def load_mnist(root: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
             images = _read_idx(images_path, offset=16).reshape(-1, 28, 28)  # 16-byte idx3 header
             labels = _read_idx(labels_path, offset=8)  # 8-byte idx1 header
             if len(images) != len(labels):
-                raise ValueError(f"{images_path.name} and {labels_path.name} differ in length")
+                raise UserError(f"{images_path.name} and {labels_path.name} differ in length")
             return images, labels
     raise FileNotFoundError(f"MNIST folder {str(folder)!r} has images but no matching labels file")
 
@@ -93,11 +94,11 @@ def render_clip(frames: int, height: int, width: int, digit: int | None = None,
                 root: str | Path | None = None) -> MnistClip:
     """Render a Moving-MNIST clip; unspecified digit, direction and image come from `seed`."""
     if frames < 1 or height < 4 or width < 4:
-        raise ValueError(f"need frames >= 1 and height, width >= 4; got {(frames, height, width)}")
+        raise UserError(f"need frames >= 1 and height, width >= 4; got {(frames, height, width)}")
     if digit is not None and digit not in range(10):
-        raise ValueError(f"digit must be 0..9, got {digit!r}")
+        raise UserError(f"digit must be 0..9, got {digit!r}")
     if direction is not None and direction not in DIRECTIONS:
-        raise ValueError(f"unknown direction {direction!r}; valid: {', '.join(DIRECTIONS)}")
+        raise UserError(f"unknown direction {direction!r}; valid: {', '.join(DIRECTIONS)}")
     images, labels = load_mnist(None if root is None else str(root))
     rng = np.random.default_rng(seed)
     digit = int(rng.integers(10)) if digit is None else digit

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import Callable
 
+from ..errors import UserError
+
 
 def _floor_to(value: float, multiple: int) -> int:
     return max(multiple, int(value // multiple) * multiple)
@@ -29,7 +31,7 @@ def aspect_sizes(native_h: int, native_w: int, multiple: int,
     `min_side`); the longer side is the nearest multiple to the native aspect ratio.
     """
     if native_h < 1 or native_w < 1 or multiple < 1:
-        raise ValueError(f"sizes and multiple must be positive, got {native_h}x{native_w}, "
+        raise UserError(f"sizes and multiple must be positive, got {native_h}x{native_w}, "
                          f"{multiple}")
     short, long = sorted((native_h, native_w))
     top_short, top_long = _floor_to(short, multiple), _floor_to(long, multiple)
@@ -57,9 +59,9 @@ def fit_to_budget(
     a budget that cannot hold even one frame at that size raises ValueError.
     """
     if native_frames < 1:
-        raise ValueError(f"native_frames must be >= 1, got {native_frames}")
+        raise UserError(f"native_frames must be >= 1, got {native_frames}")
     if frame_multiple < 1:
-        raise ValueError(f"frame_multiple must be >= 1, got {frame_multiple}")
+        raise UserError(f"frame_multiple must be >= 1, got {frame_multiple}")
     min_side = 4 * spatial_multiple if min_side is None else min_side
     sizes = aspect_sizes(native_h, native_w, spatial_multiple, min_side)
     longest = (native_frames - 1) // frame_multiple
@@ -70,5 +72,5 @@ def fit_to_budget(
             if tokens_for(frames, h, w) <= max_tokens:
                 return frames, h, w
     h, w = sizes[-1]
-    raise ValueError(f"token budget {max_tokens} is too small: one {h}x{w} frame needs "
+    raise UserError(f"token budget {max_tokens} is too small: one {h}x{w} frame needs "
                      f"{tokens_for(1, h, w)} tokens")

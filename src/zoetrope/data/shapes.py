@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
+from ..errors import UserError
 
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (255, 0, 0),
@@ -87,7 +88,7 @@ class ShapesClip:
 
 def _check_choice(kind: str, value: str | None, valid) -> None:
     if value is not None and value not in valid:
-        raise ValueError(f"unknown {kind} {value!r}; valid: {', '.join(valid)}")
+        raise UserError(f"unknown {kind} {value!r}; valid: {', '.join(valid)}")
 
 
 def bouncing_centers(rng: np.random.Generator, frames: int, height: int, width: int,
@@ -137,7 +138,7 @@ def render_clip(frames: int, height: int, width: int, color: str | None = None,
                 two_objects: bool = False) -> ShapesClip:
     """Render a shapes-world clip; unspecified attributes and a second object come from `seed`."""
     if frames < 1 or height < 2 or width < 2:
-        raise ValueError(f"need frames >= 1 and height, width >= 2; got {(frames, height, width)}")
+        raise UserError(f"need frames >= 1 and height, width >= 2; got {(frames, height, width)}")
     _check_choice("color", color, COLORS)
     _check_choice("shape", shape, SHAPES)
     _check_choice("direction", direction, DIRECTIONS)
@@ -199,7 +200,7 @@ class ProceduralWorld(IterableDataset):
         self.sizes = [tuple(int(v) for v in s) for s in (sizes or [(17, 64, 64)])]
         for s in self.sizes:
             if len(s) != 3:
-                raise ValueError(f"sizes must be (frames, height, width) triples, got {s}")
+                raise UserError(f"sizes must be (frames, height, width) triples, got {s}")
         self.seed = seed
 
     def _rng(self, index: int) -> tuple[np.random.Generator, tuple[int, int, int]]:

@@ -206,7 +206,12 @@ class DiTTask:
 
     def preview(self, module: nn.Module, path: Path) -> None:
         """Sample the preview prompts side by side into one GIF at `path`."""
-        if self.cfg.preview_prompts:
-            from ..pipeline import preview_gif
-            preview_gif(module.dit, self.vae, module.text_encoder, self.recipe,
-                        self.cfg.preview_prompts, path)
+        if not self.cfg.preview_prompts:
+            return
+        from ..pipeline import preview_gif
+        modes = [(m, m.training) for m in module.modules()]  # the pipeline switches to eval
+        try:
+            preview_gif(self.pipeline(module), self.cfg.preview_prompts, path)
+        finally:
+            for m, training in modes:
+                m.train(training)
