@@ -204,21 +204,25 @@ def cmd_encode(args: argparse.Namespace) -> None:
           f"--data.dataset=cache --data.path={out}")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="zoetrope", description="Open text-to-video: VAE + packed DiT.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def _add_info(sub: argparse._SubParsersAction) -> None:
+    """`zoetrope info PRESET`."""
     p = sub.add_parser("info", help="parameter count and GFLOPs of a DiT preset")
     p.add_argument("preset", help="e.g. DiT-XL/2, shapes-demo, sora-3B")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_info)
 
+
+def _add_critique(sub: argparse._SubParsersAction) -> None:
+    """`zoetrope critique VIDEO --prompt P`."""
     p = sub.add_parser("critique", help="check a clip against its prompt and the world's physics")
     p.add_argument("video", help="a video file (mp4, gif, webm, ...)")
     p.add_argument("--prompt", required=True, help='e.g. "a red circle moving right"')
     p.add_argument("--json", action="store_true", help="print the full verdict as JSON")
     p.set_defaults(func=cmd_critique)
 
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    """`zoetrope eval`."""
     p = sub.add_parser("eval", help="generate over the whole vocabulary and critique every clip")
     p.add_argument("--model", help="pipeline directory (default: the bundled model)")
     p.add_argument("--clips", type=int, default=84, help="number of clips (84 = every prompt once)")
@@ -234,6 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the totals as JSON")
     p.set_defaults(func=cmd_eval)
 
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    """`zoetrope train RECIPE --out DIR [--a.b=value ...]`."""
     p = sub.add_parser("train", help="train the stages (VAE, DiT or both) a TOML recipe lists",
                        description="Train from a recipe; extra --section.key=value arguments "
                                    "override the recipe (e.g. --train.dit.steps=100). An "
@@ -243,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train, accepts_overrides=True)
 
+
+def _add_generate(sub: argparse._SubParsersAction) -> None:
+    """`zoetrope generate PROMPT`."""
     p = sub.add_parser("generate", help="generate a video from a text prompt")
     p.add_argument("prompt", help='what to show, e.g. "a red circle moving right"')
     p.add_argument("-o", "--output", help="output file: .mp4, .webm, .gif or .png "
@@ -259,6 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps or auto (default)")
     p.set_defaults(func=cmd_generate)
 
+
+def _add_encode(sub: argparse._SubParsersAction) -> None:
+    """`zoetrope encode DATASET --out DIR --vae VAE`."""
     p = sub.add_parser("encode", help="encode a dataset into a latent cache for DiT training",
                        description="Encode clips through a frozen VAE once; train with "
                                    "--data.dataset=cache. Rerunning continues an interrupted "
@@ -280,6 +293,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps or auto (default)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_encode)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="zoetrope", description="Open text-to-video: VAE + packed DiT.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_info, _add_critique, _add_eval, _add_train, _add_generate, _add_encode):
+        add(sub)
     return parser
 
 
