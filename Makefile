@@ -1,5 +1,5 @@
 # zoetrope developer commands. `make test` and `make demo` work from a fresh clone:
-# they create .venv, install the project with torch pinned (CPU build, no CUDA download).
+# they create .venv and install the project with torch pinned to one version.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
