@@ -305,6 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `zoetrope` console script; returns the exit status."""
+    from .log import configure
+    configure()  # warnings print as `zoetrope: warning: ...`, one line each
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and not getattr(args, "accepts_overrides", False):

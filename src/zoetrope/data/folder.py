@@ -21,7 +21,6 @@ resumed and multi-process runs read exactly the same data as one uninterrupted p
 from __future__ import annotations
 
 import json
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +29,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import UserError
+from ..log import warn
 from .video import VideoError, probe_video, read_video
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mov", ".mkv", ".m4v", ".gif")
@@ -71,7 +71,7 @@ class CaptionFolder(Dataset):
 
     def _skip(self, path: Path | str, reason: str) -> None:
         self.skipped.append((str(path), reason))
-        warnings.warn(f"skipping {path}: {reason}", stacklevel=3)
+        warn(f"skipping {path}: {reason}")
 
     def _listing(self) -> list[tuple[Path, str]]:
         """(video path, caption) pairs from captions.jsonl, or from .txt files beside clips."""
