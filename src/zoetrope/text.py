@@ -115,13 +115,20 @@ class ToyTextEncoder(TextEncoder):
         vocab = list(dict.fromkeys(SPECIAL_TOKENS + [w.lower() for w in words]))
         self.config = dataclasses.replace(config, vocab=vocab)
         self.index = {w: i for i, w in enumerate(vocab)}
-        self.token_embed = nn.Embedding(len(vocab), config.dim)
+        # Built on the meta device to be loaded (`weights.load_pretrained`), no init runs: torch's
+        # normal_ on meta tensors imports its compiler, about a second of start-up on a small CPU.
+        on_meta = torch.empty(0).is_meta
+        weight = torch.empty(len(vocab), config.dim)  # nn.Embedding's init drawn below
+        self.token_embed = nn.Embedding(len(vocab), config.dim, _weight=weight)
+        if not on_meta:  # the draw nn.Embedding makes itself, kept so a seed builds the same model
+            nn.init.normal_(self.token_embed.weight)
         self.pos_embed = nn.Parameter(torch.zeros(config.max_length, config.dim))
         self.layers = nn.ModuleList(
             _Layer(config.dim, config.num_heads) for _ in range(config.depth))
         self.norm = nn.LayerNorm(config.dim)
-        nn.init.normal_(self.token_embed.weight, std=0.02)  # GPT-2 / BERT embedding scale
-        nn.init.normal_(self.pos_embed, std=0.02)
+        if not on_meta:
+            nn.init.normal_(self.token_embed.weight, std=0.02)  # GPT-2 / BERT embedding scale
+            nn.init.normal_(self.pos_embed, std=0.02)
         self.requires_grad_(config.trainable)
 
     def tokenize(self, prompts: list[str]) -> tuple[Tensor, Tensor]:
