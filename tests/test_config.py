@@ -91,3 +91,40 @@ def test_old_recipe_layouts_say_what_to_write_instead(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "train.lr is the old recipe layout" in err
     assert not (tmp_path / "run").exists()
+
+
+TINY = __import__("pathlib").Path(__file__).resolve().parents[1] / "configs" / "tiny.toml"
+
+
+@pytest.mark.parametrize("override, setting", [
+    ("--train.dit.batch_size=0", "train.dit.batch_size"),
+    ("--train.dit.steps=0", "train.dit.steps"),
+    ("--train.dit.lr=-0.001", "train.dit.lr"),
+    ("--train.vae.lr=nan", "train.vae.lr"),
+    ("--train.dit.lr=inf", "train.dit.lr"),
+    ("--train.dit.warmup_steps=-1", "train.dit.warmup_steps"),
+    ("--train.dit.weight_decay=-1", "train.dit.weight_decay"),
+    ("--train.dit.min_lr_ratio=2", "train.dit.min_lr_ratio"),
+    ("--train.dit.grad_clip=-1", "train.dit.grad_clip"),
+    ("--train.dit.token_budget=-5", "train.dit.token_budget"),
+    ("--train.vae.ema_decay=1.5", "train.vae.ema_decay"),
+    ("--train.vae.keep_checkpoints=0", "train.vae.keep_checkpoints"),
+    ("--train.vae.seed=-1", "train.vae.seed"),
+    ("--train.vae.kl_weight=-1", "train.vae.kl_weight"),
+    ("--train.vae.sizes=[[5, 32]]", "train.vae.sizes"),
+    ("--train.dit.first_frame_cond=2", "train.dit.first_frame_cond"),
+    ("--train.dit.preview_every=-1", "train.dit.preview_every"),
+    ("--data.fps=-1", "data.fps"),
+    ("--data.num_workers=-2", "data.num_workers"),
+    ("--data.sizes=[[0, 32, 32]]", "data.sizes"),
+    ("--diffusion.text_dropout=1.5", "diffusion.text_dropout"),
+    ("--diffusion.num_train_timesteps=0", "diffusion.num_train_timesteps"),
+    ("--diffusion.logit_std=0", "diffusion.logit_std"),
+    ("--dit.num_heads=0", "dit.num_heads"),
+    ("--text.max_length=0", "text.max_length"),
+])
+def test_out_of_range_values_are_refused_naming_the_setting(override, setting):
+    with pytest.raises(ConfigError) as error:
+        load_recipe(TINY, [override])
+    message = str(error.value)
+    assert message.startswith(f"{setting} must be ") and "\n" not in message

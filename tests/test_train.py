@@ -252,3 +252,14 @@ def test_shapes_demo_trains_in_fp32_on_a_cpu_without_native_bf16(tmp_path, monke
     out = capsys.readouterr().out
     assert "precision: fp32 (CPU without native bf16: no avx512_bf16/amx_bf16)" in out
     assert autocast == [False]
+
+
+@pytest.mark.parametrize("override", ["--train.dit.lr=-1", "--train.dit.batch_size=0",
+                                      "--train.dit.steps=0"])
+def test_bad_values_fail_before_the_run_directory_is_written(tmp_path, capsys, override):
+    out = tmp_path / "run"
+    assert main(["train", str(TINY), "--out", str(out), "--quiet", override]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    setting = override[2:].split("=")[0]
+    assert len(err) == 1 and err[0].startswith(f"zoetrope train: error: {setting} must be")
+    assert not out.exists()

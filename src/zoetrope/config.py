@@ -13,18 +13,51 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 from .errors import UserError
 
 
 class ConfigError(UserError):
     """A config, preset or override a user gave is invalid (message is one line)."""
+
+
+# The ranges a numeric setting can be held to: the words a message uses, and the test. Every range
+# also requires a finite number, so NaN and infinity never pass.
+RANGES: dict[str, Callable[[float], bool]] = {
+    "finite": lambda v: True,
+    ">= -1": lambda v: v >= -1,
+    ">= 0": lambda v: v >= 0,
+    ">= 1": lambda v: v >= 1,
+    "> 0": lambda v: v > 0,
+    "in [0, 1]": lambda v: 0 <= v <= 1,
+    "in [0, 1)": lambda v: 0 <= v < 1,
+    "in (0, 1)": lambda v: 0 < v < 1,
+}
+
+
+def check_ranges(config: Any, section: str, rules: dict[str, str]) -> None:
+    """Raise a ConfigError naming the first field of `config` (or item of a list field) that is
+    outside its range; `rules` maps field names to keys of `RANGES`."""
+    for name, rule in rules.items():
+        value = getattr(config, name)
+        items = value if isinstance(value, (list, tuple)) else [value]
+        if not all(math.isfinite(v) and RANGES[rule](v) for v in items):
+            raise ConfigError(f"{section}.{name} must be {rule}, got {value!r}")
+
+
+def check_sizes(sizes: Any, label: str) -> None:
+    """Clip sizes must be [frames, height, width] triples of positive integers."""
+    for size in sizes:
+        if len(size) != 3 or min(size) < 1:
+            raise ConfigError(f"{label} must be [frames, height, width] triples of positive "
+                              f"integers, got {size!r}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -55,6 +88,10 @@ class DiTConfig:
 
     def __post_init__(self) -> None:
         self.patch_size = tuple(self.patch_size)  # type: ignore[assignment]
+        check_ranges(self, "dit", {
+            "in_channels": ">= 1", "patch_size": ">= 1", "dim": ">= 1", "depth": ">= 1",
+            "num_heads": ">= 1", "mlp_ratio": "> 0", "text_dim": ">= 0", "num_classes": ">= 0",
+            "rope_theta": "> 0"})
         if self.dim % self.num_heads:
             raise ConfigError(f"dit.dim={self.dim} is not divisible by dit.num_heads={self.num_heads}")
         if self.pos_embed not in ("rope", "sincos", "rope+abs"):
@@ -93,6 +130,7 @@ class VAEConfig:
 
     def __post_init__(self) -> None:
         self.channel_mult = tuple(self.channel_mult)
+        check_ranges(self, "vae", {"scaling_mean": "finite", "scaling_std": "> 0"})
         if self.kind != "causal3d":  # adapters describe someone else's network; nothing to check
             return
         if self.temporal_downsample not in (1, 2, 4):
@@ -116,12 +154,9 @@ class VAEConfig:
             raise ConfigError(f"vae.channel_mult needs at least {steps + 1} stages for "
                               f"{self.temporal_downsample}x{self.spatial_downsample} downsampling "
                               f"with patch_size={self.patch_size}, got {len(self.channel_mult)}")
-        if self.pixel_channels < 0:
-            raise ConfigError(f"vae.pixel_channels must be >= 0, got {self.pixel_channels}")
-        if min(self.latent_channels, self.base_channels, self.num_res_blocks) < 1:
-            raise ConfigError("vae.latent_channels, base_channels and num_res_blocks must be >= 1")
-        if self.scaling_std <= 0:
-            raise ConfigError(f"vae.scaling_std must be positive, got {self.scaling_std}")
+        check_ranges(self, "vae", {
+            "in_channels": ">= 1", "latent_channels": ">= 1", "base_channels": ">= 1",
+            "channel_mult": ">= 1", "num_res_blocks": ">= 1", "pixel_channels": ">= 0"})
 
 
 @dataclass
@@ -139,6 +174,10 @@ class TextConfig:
     # default: trained jointly with the DiT on the shapes world, the toy encoder mapped "left" and
     # "right" to nearly the same vector; at its seeded random init every word stays distinct.
     trainable: bool = False
+
+    def __post_init__(self) -> None:
+        check_ranges(self, "text", {"dim": ">= 1", "depth": ">= 1", "num_heads": ">= 1",
+                                    "max_length": ">= 1"})
 
 
 # objective -> the samplers that fit it (names of `diffusion.SAMPLERS`)
@@ -176,6 +215,11 @@ class DiffusionConfig:
 
     def __post_init__(self) -> None:
         self.guidance_interval = tuple(float(v) for v in self.guidance_interval)  # type: ignore[assignment]
+        check_ranges(self, "diffusion", {
+            "num_train_timesteps": ">= 1", "beta_start": "in (0, 1)", "beta_end": "in (0, 1)",
+            "logit_mean": "finite", "logit_std": "> 0", "shift_base_tokens": ">= 0",
+            "vlb_weight": ">= 0", "eta": "in [0, 1]", "guidance_scale": "finite",
+            "restart_time": "finite", "text_dropout": "in [0, 1]"})
         lo, hi = self.guidance_interval if len(self.guidance_interval) == 2 else (1.0, 0.0)
         if not 0.0 <= lo < hi <= 1.0:
             raise ConfigError(f"diffusion.guidance_interval must be [lo, hi] with 0 <= lo < hi <= 1, "
@@ -216,6 +260,10 @@ class DataConfig:
     # (`hardware.default_num_workers`). Never changes what is trained, only when it is fetched.
     num_workers: int = -1
 
+    def __post_init__(self) -> None:
+        check_ranges(self, "data", {"fps": ">= 0", "num_workers": ">= -1"})
+        check_sizes(self.sizes, "data.sizes")
+
 
 @dataclass
 class LoopConfig:
@@ -255,10 +303,13 @@ class LoopConfig:
         if self.distributed not in ("fsdp", "ddp"):
             raise ConfigError(f"{self.section}.distributed must be 'fsdp' or 'ddp', "
                               f"got {self.distributed!r}")
-        if min(self.steps, self.batch_size, self.grad_accum, self.checkpoint_every,
-               self.log_every) < 1 or self.threads < 0:
-            raise ConfigError(f"{self.section}: steps, batch_size, grad_accum, checkpoint_every "
-                              f"and log_every must be >= 1 and threads >= 0")
+        check_ranges(self, self.section, {
+            "steps": ">= 1", "lr": "> 0", "weight_decay": ">= 0", "warmup_steps": ">= 0",
+            "min_lr_ratio": "in [0, 1]", "grad_clip": ">= 0", "batch_size": ">= 1",
+            "token_budget": ">= 0", "grad_accum": ">= 1", "ema_decay": "in [0, 1)",
+            "threads": ">= 0", "seed": ">= 0", "checkpoint_every": ">= 1",
+            "keep_checkpoints": ">= 1", "log_every": ">= 1"})
+        check_sizes(self.sizes, f"{self.section}.sizes")
 
 
 @dataclass
@@ -268,6 +319,10 @@ class VAEStageConfig(LoopConfig):
     section: ClassVar[str] = "train.vae"
 
     kl_weight: float = 1e-6  # weight of the KL term of the VAE loss
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_ranges(self, self.section, {"kl_weight": ">= 0"})
 
 
 @dataclass
@@ -290,8 +345,8 @@ class DiTStageConfig(LoopConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.latent_cache < 0:
-            raise ConfigError(f"train.dit.latent_cache must be >= 0, got {self.latent_cache}")
+        check_ranges(self, self.section, {"latent_cache": ">= 0", "first_frame_cond": "in [0, 1]",
+                                          "preview_every": ">= 0"})
 
 
 STAGES = ("vae", "dit")  # what a recipe can train, in the order stages run
@@ -338,6 +393,16 @@ class Recipe:
 
 # The paper's twelve class-conditional ImageNet models: (depth, dim, heads) per size, patch 2/4/8.
 _DIT_PAPER_SIZES = {"S": (12, 384, 6), "B": (12, 768, 12), "L": (24, 1024, 16), "XL": (28, 1152, 16)}
+
+
+def paper_size_of(depth: int, dim: int) -> tuple[int, int, int]:
+    """(depth, dim, heads) of the paper's model size with this depth and width."""
+    for size in _DIT_PAPER_SIZES.values():
+        if size[:2] == (depth, dim):
+            return size
+    known = ", ".join(f"DiT-{name}: {d} x {w}" for name, (d, w, _) in _DIT_PAPER_SIZES.items())
+    raise ConfigError(f"no DiT paper size has depth {depth} and width {dim} ({known}); "
+                      f"give the number of attention heads")
 
 
 def _paper_preset(size: str, patch: int) -> DiTConfig:
