@@ -1,5 +1,7 @@
 """Configs: presets, TOML recipes, type-checked overrides, clear errors."""
 
+from pathlib import Path
+
 import pytest
 
 from zoetrope.config import ConfigError, DiTConfig, Recipe, apply_overrides, dit_preset, load_recipe
@@ -93,7 +95,7 @@ def test_old_recipe_layouts_say_what_to_write_instead(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
-TINY = __import__("pathlib").Path(__file__).resolve().parents[1] / "configs" / "tiny.toml"
+TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny.toml"
 
 
 @pytest.mark.parametrize("override, setting", [

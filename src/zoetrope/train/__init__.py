@@ -12,7 +12,8 @@ section of settings:
 Modules: `loop` (the `Loop`: precision, EMA, accumulation, checkpoints, signals, export),
 `distributed` (torchrun, FSDP2/DDP wrapping, full state dicts), `batches` (which samples each
 step trains on, fetched by DataLoader workers), `vae_task` and `dit_task`. Rerunning the same
-command resumes bit-exactly; see `loop` and `batches` for why.
+command resumes bit-exactly; see `loop` and `batches` for why. `lock` keeps a second trainer
+out of a run directory in use.
 """
 
 from __future__ import annotations
@@ -25,16 +26,25 @@ from ..errors import atomic_write_dir
 from .batches import sample_generator, to_video
 from .dit_task import DiTTask
 from .distributed import barrier, setup_distributed
+from .lock import RunLocked, run_lock
 from .loop import Interrupted, Loop, TrainingError, stage_loop
 from .vae_task import VAETask
 
-__all__ = ["DiTTask", "Interrupted", "Loop", "TrainingError", "VAETask", "sample_generator",
-           "stage_loop", "to_video", "train"]
+__all__ = ["DiTTask", "Interrupted", "Loop", "RunLocked", "TrainingError", "VAETask",
+           "run_lock", "sample_generator", "stage_loop", "to_video", "train"]
 
 
 def train(recipe: Recipe, run_dir: str | Path, progress: bool = True) -> Path:
-    """Train the recipe's stages into `run_dir` (resuming where checkpoints are); returns final/."""
-    run_dir, stages = Path(run_dir), recipe.train.stages
+    """Train the recipe's stages into `run_dir` (resuming where checkpoints are); returns final/.
+
+    The run directory is locked for the whole run: a second trainer on it refuses (`run_lock`)."""
+    with run_lock(run_dir, setup_distributed()):
+        return _train_stages(recipe, Path(run_dir), progress)
+
+
+def _train_stages(recipe: Recipe, run_dir: Path, progress: bool) -> Path:
+    """Train each stage in order; with two, the DiT stage trains on the VAE the first exported."""
+    stages = recipe.train.stages
     if len(stages) == 1:
         return stage_loop(recipe, stages[0], run_dir, progress).run()
     vae_final = stage_loop(recipe, "vae", run_dir / "vae", progress).run()
