@@ -263,3 +263,22 @@ def test_bad_values_fail_before_the_run_directory_is_written(tmp_path, capsys, o
     setting = override[2:].split("=")[0]
     assert len(err) == 1 and err[0].startswith(f"zoetrope train: error: {setting} must be")
     assert not out.exists()
+
+
+def test_a_resume_logs_each_step_once(vae_dir, tmp_path):
+    crasher = stage_loop(dit_recipe(vae_dir), "dit", tmp_path, progress=False)
+    real = crasher.micro_loss
+
+    def crash_in_step_4(items):
+        if crasher.step == 3:  # steps 1-3 are logged, the last checkpoint is step 2
+            raise RuntimeError("the machine went down")
+        return real(items)
+
+    crasher.micro_loss = crash_in_step_4
+    with pytest.raises(RuntimeError, match="went down"):
+        crasher.run()
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"step": 4, "lo')  # and a line the crash cut short
+    stage_loop(dit_recipe(vae_dir), "dit", tmp_path, progress=False).run()
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [1, 2, 3, 4, 5, 6]

@@ -251,14 +251,32 @@ class Loop:
         """Load the latest checkpoint, if any: weights, optimizer, EMA, step and RNG states."""
         latest = ckpt.latest_checkpoint(self.run_dir)
         if latest is None:
+            self.trim_metrics()
             return
         data = ckpt.load_checkpoint(latest, self.d.rank)
         load_full_state(self.model, self.optimizer, data["model"], data["optimizer"])
         for name, t in self.ema.items():
             t.copy_(shard_like(data["ema"][name], t))
         self.step = data["state"]["step"]
+        self.trim_metrics()
         if self.d.main:
             tqdm.write(f"resuming from {latest} (step {self.step})")
+
+    def trim_metrics(self) -> None:
+        """Drop the lines of metrics.jsonl past the step this run resumes from (they will be
+        logged again, so each step appears once) and any line a kill cut short."""
+        path = self.run_dir / "metrics.jsonl"
+        if not self.d.main or not path.is_file():
+            return
+        kept = []
+        for line in path.read_text().splitlines():
+            try:
+                step = json.loads(line)["step"]
+            except (ValueError, TypeError, KeyError):
+                continue
+            if step <= self.step:
+                kept.append(line + "\n")
+        atomic_write_text(path, "".join(kept))
 
     # ---- export ------------------------------------------------------------------------
 
