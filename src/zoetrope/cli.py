@@ -204,6 +204,30 @@ def cmd_encode(args: argparse.Namespace) -> None:
           f"--data.dataset=cache --data.path={out}")
 
 
+def cmd_serve(args: argparse.Namespace) -> None:
+    """Serve the web studio for a pipeline directory until Ctrl-C."""
+    from pathlib import Path
+
+    import torch
+
+    from .pipeline import BUNDLED_MODEL
+    from .serve import serve
+
+    model = Path(args.model) if args.model else BUNDLED_MODEL
+    if not (model / "pipeline.json").is_file():
+        raise FileNotFoundError(f"no pipeline.json in {model}; pass --model DIR with a pipeline "
+                                f"directory")
+    if not 0 <= args.port <= 65535:
+        raise UserError(f"--port must be between 0 and 65535, got {args.port}")
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        serve(model, args.out, host=args.host, port=args.port, device=device)
+    except KeyboardInterrupt:
+        print("zoetrope serve: stopped", file=sys.stderr)
+
+
 def _add_info(sub: argparse._SubParsersAction) -> None:
     """`zoetrope info PRESET`."""
     p = sub.add_parser("info", help="parameter count and GFLOPs of a DiT preset")
@@ -295,10 +319,24 @@ def _add_encode(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_encode)
 
 
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    """`zoetrope serve [--model DIR] [--host H] [--port P] [--out DIR]`."""
+    p = sub.add_parser("serve", help="a local web studio: prompt, generate, watch, critique")
+    p.add_argument("--model", help="pipeline directory (default: the bundled shapes-demo model)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: "
+                   "this machine only)")
+    p.add_argument("--port", type=int, default=7860, help="port (default 7860; 0 picks a free one)")
+    p.add_argument("--out", default="outputs/studio", help="folder for the clips it makes "
+                   "(default outputs/studio); nothing is written elsewhere")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps or auto (default)")
+    p.set_defaults(func=cmd_serve)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zoetrope", description="Open text-to-video: VAE + packed DiT.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_info, _add_critique, _add_eval, _add_train, _add_generate, _add_encode):
+    for add in (_add_info, _add_critique, _add_eval, _add_train, _add_generate, _add_encode,
+                _add_serve):
         add(sub)
     return parser
 
