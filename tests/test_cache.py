@@ -195,3 +195,39 @@ def test_train_latent_cache_encodes_once_and_trains_on_it(vae_dir, vae, tmp_path
     # a latent cache is a DiT stage setting: the VAE stage has none
     with pytest.raises(ConfigError, match="unknown key 'train.vae.latent_cache'"):
         load_recipe(TINY, ['--train.stages=["vae"]', "--train.vae.latent_cache=3"])
+
+
+def _folder_with_a_corrupt_clip(root: Path) -> None:
+    """good.mp4, and cut.mp4 whose header probes fine but whose frames stop decoding at the 4th."""
+    import numpy as np
+
+    from zoetrope.data.video import write_video
+    rng = np.random.default_rng(0)
+    root.mkdir()
+    write_video(root / "good.mp4", rng.integers(0, 256, (10, 32, 32, 3), dtype=np.uint8), fps=10)
+    data = write_video(root / "cut.mp4", rng.integers(0, 256, (30, 32, 32, 3), dtype=np.uint8),
+                       fps=10).read_bytes()
+    (root / "cut.mp4").write_bytes(data[: len(data) // 4])
+    lines = [json.dumps({"video": name, "caption": f"clip {name}"}) for name in ("good.mp4", "cut.mp4")]
+    (root / "captions.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def test_encode_never_fills_a_corrupt_clips_slot_with_another(vae_dir, tmp_path, capsys):
+    folder, out = tmp_path / "clips", tmp_path / "cache"
+    _folder_with_a_corrupt_clip(folder)
+    args = ["encode", str(folder), "--out", str(out), "--vae", str(vae_dir), "--size", "5x32x32",
+            "--quiet"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cut.mp4" in err[0] and err[0].startswith("zoetrope encode: error:")
+    with pytest.raises(CacheError, match="incomplete"):
+        LatentCache(out)
+    # the user drops the bad clip and reruns the same command: nothing was encoded, so it goes on
+    (folder / "captions.jsonl").write_text(json.dumps({"video": "good.mp4", "caption": "good"}))
+    assert main(args) == 0
+    cache = LatentCache(out)
+    assert len(cache) == 1 and cache.captions == ["good"]
+    (folder / "captions.jsonl").write_text(json.dumps({"video": "good.mp4", "caption": "new"}))
+    capsys.readouterr()
+    assert main(args) == 2  # now samples are encoded: another listing is another dataset
+    assert "another dataset (differs in listing)" in capsys.readouterr().err

@@ -102,3 +102,25 @@ def test_all_files_failing_at_load_time_raise(tmp_path, caplog):
     with pytest.raises(VideoError, match="could be decoded"):
         folder[0]
     assert "skipping" in caplog.text
+
+
+def test_unlisted_clips_and_empty_captions_are_skipped_and_reported(tmp_path, caplog):
+    noise = np.random.default_rng(3).integers(0, 256, (4, 16, 16, 3), dtype=np.uint8)
+    for name in ("a.mp4", "b.mp4", "c.mp4"):
+        write_video(tmp_path / name, noise, fps=10)
+    records = [{"video": "a.mp4", "caption": "a caption"}, {"video": "b.mp4", "caption": "  "}]
+    (tmp_path / "captions.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    data = CaptionFolder(tmp_path)
+    assert [item.path.name for item in data.items] == ["a.mp4"]
+    reported = {Path(path).name: reason for path, reason in data.skipped}
+    assert reported.keys() == {"b.mp4", "c.mp4"}
+    assert "empty caption" in reported["b.mp4"] and "not listed in captions.jsonl" in reported["c.mp4"]
+    assert "b.mp4: empty caption" in caplog.text and "c.mp4: not listed" in caplog.text
+
+    (tmp_path / "captions.jsonl").unlink()  # captions beside the clips instead
+    (tmp_path / "a.txt").write_text("a caption\n")
+    (tmp_path / "b.txt").write_text("\n")
+    (tmp_path / "c.txt").write_text("c caption")
+    data = CaptionFolder(tmp_path)
+    assert [item.path.name for item in data.items] == ["a.mp4", "c.mp4"]
+    assert [(Path(path).name, reason) for path, reason in data.skipped] == [("b.mp4", "empty caption in b.txt")]

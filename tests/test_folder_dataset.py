@@ -10,7 +10,7 @@ import torch
 
 from zoetrope.config import load_recipe
 from zoetrope.data.folder import IndexedFolder
-from zoetrope.data.video import write_video
+from zoetrope.data.video import VideoError, write_video
 from zoetrope.data.factory import build_dataset
 
 VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
@@ -68,28 +68,24 @@ def test_short_clips_hold_their_last_frame(tmp_path):
     assert torch.equal(frames[-1], frames[-2]) and not torch.equal(frames[0], frames[-1])
 
 
-def test_a_clip_that_fails_to_decode_is_replaced_and_reported(tmp_path, caplog):
-    names = ["rawvideo_part_0.mp4", "newtonscradle.gif"]
-    for name in names:
+def test_a_clip_that_fails_to_decode_is_an_error_naming_it_never_a_substitute(tmp_path):
+    names = ["cut.mp4", "rawvideo_part_0.mp4", "newtonscradle.gif"]
+    for name in names[1:]:
         shutil.copy(VIDEOS / name, tmp_path / name)
     noise = np.random.default_rng(1).integers(0, 256, (30, 32, 32, 3), dtype=np.uint8)
     data = write_video(tmp_path / "cut.mp4", noise, fps=10).read_bytes()  # header first ...
     (tmp_path / "cut.mp4").write_bytes(data[: len(data) // 2])  # ... so only decoding fails
-    lines = [json.dumps({"video": name, "caption": f"caption of {name}"})
-             for name in ["cut.mp4", *names]]
+    lines = [json.dumps({"video": name, "caption": f"caption of {name}"}) for name in names]
     (tmp_path / "captions.jsonl").write_text("\n".join(lines) + "\n")
 
     folder = IndexedFolder(tmp_path, sizes=[(9, 16, 16)], fps=2)  # 4.5 s: reads past the cut
     order = [folder.clip_index(i) for i in range(3)]
     index = order.index(0)  # the sample that reads cut.mp4
-    frames, caption = folder.sample(index)
-    assert "skipping" in caplog.text and "cut.mp4" in caplog.text
-    assert caption == f"caption of {['cut.mp4', *names][order[(index + 1) % 3]]}"
+    with pytest.raises(VideoError, match=f"sample {index}: .*cut.mp4.*truncated"):
+        folder.sample(index)
     assert [Path(path).name for path, _ in folder.skipped] == ["cut.mp4"]
-    fresh = IndexedFolder(tmp_path, sizes=[(9, 16, 16)], fps=2)
-    caplog.clear()
-    assert torch.equal(fresh.sample(index)[0], frames)
-    assert "skipping" in caplog.text
+    others = [i for i in range(3) if i != index]
+    assert [folder.sample(i)[1] for i in others] == [f"caption of {names[order[i]]}" for i in others]
 
 
 def test_training_reads_a_folder_through_the_recipe():

@@ -41,7 +41,7 @@ MANIFEST = "cache.json"
 SHARD_SIZE = 256  # samples per shard: a few hundred MB of latents for 17x256x256 clips
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Dataset attributes that decide which samples an index gives; a cache records them.
-_DESCRIBED = ("sizes", "seed", "fps", "two_objects", "root")
+_DESCRIBED = ("sizes", "seed", "fps", "two_objects", "root", "listing")
 
 
 class CacheError(UserError):
@@ -74,9 +74,11 @@ def _differences(saved: dict, current: dict) -> list[str]:
 
 
 def _start_manifest(out: Path, manifest: dict) -> None:
-    """Check that an existing cache was made the same way (count may differ), then write ours."""
+    """Check that an existing cache was made the same way (count may differ), then write ours.
+
+    A cache with no finished shard holds nothing to protect, so it may start again differently."""
     path = out / MANIFEST
-    if path.is_file():
+    if path.is_file() and any(out.glob("shard_*.json")):
         saved = _read_json(path)
         for key, what in (("vae", "another VAE"), ("dataset", "another dataset")):
             diff = _differences(saved.get(key) or {}, manifest[key] or {})

@@ -5,10 +5,13 @@ either `captions.jsonl` holding one `{"video": FILE, "caption": TEXT}` record pe
 relative to the folder), or, when there is no such file, a `.txt` caption beside each clip with
 the same stem (`clip.mp4` + `clip.txt`).
 
-Bad data never crashes a run: at construction every clip's header is probed (PyAV open + video
-stream check), and a file that fails then, or later while decoding (truncated, corrupt, no
-frames), is skipped with a warning naming it and recorded in `dataset.skipped` as
-(path, reason). A failing item at load time is replaced by the next good one.
+At construction every clip's header is probed (PyAV open + video stream check); a file that
+fails, a clip without a caption (a video file `captions.jsonl` does not list, or no `.txt`
+beside it) and an empty caption are skipped with a warning naming the file and recorded in
+`dataset.skipped` as (path, reason). `CaptionFolder[i]` replaces a clip that later fails to
+decode by the next good one (and says so); `IndexedFolder`, which training and `zoetrope
+encode` read, never does: a sample is never silently replaced by another, so a clip that fails
+to decode there is an error naming the sample and the file.
 
 Items are (frames uint8 torch (T, H, W, 3), caption). With `num_frames`, a clip shorter than that
 is padded by holding its last frame, so every item has exactly `num_frames` frames.
@@ -20,6 +23,7 @@ resumed and multi-process runs read exactly the same data as one uninterrupted p
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,18 +96,31 @@ class CaptionFolder(Dataset):
                 path = self.root / video
                 if not path.is_file():
                     self._skip(path, "file listed in captions.jsonl does not exist")
-                    continue
-                pairs.append((path, caption))
+                elif not caption.strip():
+                    self._skip(path, f"empty caption in {index.name} line {number}")
+                else:
+                    pairs.append((path, caption))
+            self._skip_unlisted({path.resolve() for path, _ in pairs})
             return pairs
         for path in sorted(self.root.iterdir()):
             if path.suffix.lower() not in VIDEO_EXTENSIONS or not path.is_file():
                 continue
             text = path.with_suffix(".txt")
-            if not text.is_file():
+            caption = text.read_text().strip() if text.is_file() else None
+            if caption is None:
                 self._skip(path, f"no caption file {text.name}")
-                continue
-            pairs.append((path, text.read_text().strip()))
+            elif not caption:
+                self._skip(path, f"empty caption in {text.name}")
+            else:
+                pairs.append((path, caption))
         return pairs
+
+    def _skip_unlisted(self, listed: set[Path]) -> None:
+        """Report the video files of the folder that captions.jsonl does not list."""
+        for path in sorted(self.root.iterdir()):
+            if path.suffix.lower() in VIDEO_EXTENSIONS and path.resolve() not in listed \
+                    and path.is_file() and str(path) not in {p for p, _ in self.skipped}:
+                self._skip(path, "not listed in captions.jsonl")
 
     def __len__(self) -> int:
         return len(self.items)
@@ -148,9 +165,8 @@ class IndexedFolder:
     `sizes` and its start time uniformly from the part of the clip where that many frames fit,
     both from a generator seeded with (seed, index). Frames are read at `fps` (None: the clip's
     own rate), resized and centre-cropped to the size, and padded by holding the last frame when
-    the clip is too short. A clip that fails to decode is replaced by the next clip of the same
-    permutation; it is retried on every request (never remembered as bad), so what an index
-    returns does not depend on which indices were read before it.
+    the clip is too short. A clip that fails to decode is never replaced by another: the sample
+    is a VideoError naming its index and the file (recorded in `skipped`).
     """
 
     def __init__(self, root: str | Path, sizes: list[tuple[int, int, int]] | None = None,
@@ -174,6 +190,13 @@ class IndexedFolder:
     def __len__(self) -> int:
         return len(self.folder)
 
+    @property
+    def listing(self) -> str:
+        """A digest of the clips and captions, in order: which clip an index reads depends on it."""
+        names = "\n".join(f"{item.path.relative_to(self.root)}\t{item.caption}"
+                          for item in self.folder.items)
+        return hashlib.sha256(names.encode()).hexdigest()[:16]
+
     def _order(self, epoch: int) -> np.ndarray:
         """The seeded clip order of `epoch` (the last one is kept: indices mostly ascend)."""
         if self._permutation is None or self._permutation[0] != epoch:
@@ -195,17 +218,14 @@ class IndexedFolder:
         rng = np.random.default_rng([self.seed, index])
         frames, height, width = self.sizes[rng.integers(len(self.sizes))]
         offset = rng.uniform()  # where in the clip's free time the sample starts, in [0, 1)
-        epoch, position = divmod(index, len(self))
-        order = self._order(epoch)
-        for step in range(len(self)):
-            item = self.folder.items[int(order[(position + step) % len(self)])]
-            try:
-                return self._read(item, frames, height, width, offset)
-            except VideoError as e:
-                if str(item.path) not in {path for path, _ in self.skipped}:
-                    self.folder._skip(item.path, str(e))
-        raise VideoError(f"no clip in {str(self.root)!r} could be decoded "
-                         f"({len(self.skipped)} skipped)")
+        item = self.folder.items[self.clip_index(index)]
+        try:
+            return self._read(item, frames, height, width, offset)
+        except VideoError as e:
+            if str(item.path) not in {path for path, _ in self.skipped}:
+                self.skipped.append((str(item.path), str(e)))
+            raise VideoError(f"sample {index}: {e}; fix or remove {item.path.name} (a sample is "
+                             f"never replaced by another clip)") from None
 
     def _read(self, item: FolderItem, frames: int, height: int, width: int,
               offset: float) -> tuple[torch.Tensor, str]:
