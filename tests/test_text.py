@@ -159,3 +159,29 @@ def test_hf_encoder_errors_are_one_line(tmp_path):
         build_text_encoder(TextConfig(kind="t5"))
     with pytest.raises(ConfigError, match="not a transformers model directory"):
         build_text_encoder(TextConfig(kind="clip", path=str(tmp_path)))
+
+
+def test_an_exported_text_encoder_is_confined_to_its_directory(tmp_path, monkeypatch):
+    from zoetrope.errors import UserError
+    _tiny_hf_model(tmp_path / "t5", "t5")
+    saved = tmp_path / "pipe" / "text_encoder"
+    build_text_encoder(TextConfig(kind="t5", path=str(tmp_path / "t5"))).save_pretrained(saved)
+    (tmp_path / "t5").rename(tmp_path / "moved")  # the export carries the weights it needs
+    monkeypatch.chdir(tmp_path)  # and relative paths resolve against the model directory
+    assert load_text_encoder(saved).dim == 32
+    config = json.loads((saved / "config.json").read_text())
+    for escape in ("../../moved", str(tmp_path / "moved")):
+        (saved / "config.json").write_text(json.dumps({**config, "path": escape}))
+        with pytest.raises(UserError, match="outside the model directory") as error:
+            load_text_encoder(saved)
+        assert "\n" not in str(error.value) and escape in str(error.value)
+
+
+def test_only_safetensors_load_through_transformers(tmp_path):
+    from zoetrope.errors import UserError
+    _tiny_hf_model(tmp_path, "t5")
+    (tmp_path / "model.safetensors").unlink()
+    (tmp_path / "pytorch_model.bin").write_bytes(b"\x80\x04not a real pickle")  # never unpickled
+    with pytest.raises(UserError, match="safetensors") as error:
+        build_text_encoder(TextConfig(kind="t5", path=str(tmp_path)))
+    assert "\n" not in str(error.value)

@@ -138,3 +138,13 @@ def test_load_vae_errors_are_one_line(tmp_path):
         adapters.load_vae(tmp_path)
     with pytest.raises(WeightsError, match="needs vae.pretrained_path"):
         adapters.load_vae(VAEConfig(kind="AutoencoderKLWan"))
+
+
+def test_a_diffusers_directory_without_safetensors_is_refused_in_one_line(tmp_path):
+    torch.manual_seed(0)
+    tiny_image_vae().save_pretrained(tmp_path / "vae", safe_serialization=False)  # a pickle
+    assert list((tmp_path / "vae").glob("*.bin")) and not list((tmp_path / "vae").glob("*.safetensors"))
+    with pytest.raises(WeightsError) as error:
+        adapters.load_vae(tmp_path / "vae")
+    message = str(error.value)
+    assert "safetensors" in message and str(tmp_path / "vae") in message and "\n" not in message

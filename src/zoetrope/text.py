@@ -15,15 +15,19 @@ valid and attention never meets an all-masked row.
   that a large frozen T5 is a strong text encoder for diffusion) or the CLIP text model (Radford et
   al., arXiv 2103.00020), loaded by transformers from the local directory `config.path`. Frozen.
 
-The pretrained encoders never touch the network (`local_files_only=True`) and import transformers
-only when built. Their weights are not copied when saved: the saved config names where they come
-from (the package, or `path`), and `load_text_encoder` rebuilds them from there.
+The pretrained encoders never touch the network (`local_files_only=True`), load safetensors only
+(never a pickled .bin) and import transformers only when built. Saved, MiniLM from the package is
+a config naming it; a model from `path` is copied into the saved directory (hard links where
+possible), because a model directory is untrusted input: `load_text_encoder` resolves its `path`
+relative to the directory and refuses one that leads outside it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
+import shutil
 from pathlib import Path
 
 import torch
@@ -31,7 +35,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import ConfigError, TextConfig, from_dict
-from .weights import WeightsError, load_pretrained, read_config, save_pretrained
+from .weights import (WeightsError, confined_path, load_pretrained, read_config,
+                      require_safetensors, save_pretrained)
 
 SPECIAL_TOKENS = ["<pad>", "<unk>", "<bos>"]  # ids 0, 1, 2 in every toy vocabulary
 PAD, UNK, BOS = 0, 1, 2
@@ -176,12 +181,15 @@ class HFTextEncoder(TextEncoder):
         path = self.model_path(config)
         if not (path / "config.json").is_file():
             raise ConfigError(f"text.path={str(path)!r} is not a transformers model directory")
+        require_safetensors(path)
         model_cls = {"t5": transformers.T5EncoderModel, "clip": transformers.CLIPTextModel,
                      "minilm": transformers.AutoModel}[config.kind]
-        # local_files_only: a directory path is read as is and the hub is never contacted.
+        # local_files_only: a directory path is read as is and the hub is never contacted;
+        # use_safetensors: a pickled .bin beside the safetensors is never loaded.
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(
             str(path), local_files_only=True)
-        self.model = model_cls.from_pretrained(str(path), local_files_only=True).eval()
+        self.model = model_cls.from_pretrained(str(path), local_files_only=True,
+                                               use_safetensors=True).eval()
         self.model.requires_grad_(False)
         hf = self.model.config
         width = getattr(hf, "d_model", None) or hf.hidden_size
@@ -222,9 +230,29 @@ class HFTextEncoder(TextEncoder):
         return hidden * mask[..., None], mask
 
     def save_pretrained(self, directory: str | Path) -> None:
-        """Write config.json (and an empty model.safetensors): the weights stay at their source."""
-        save_pretrained(_ConfigOnly(self.config), directory,
+        """Write config.json (and an empty model.safetensors). A model from `config.path` is
+        copied (hard-linked where the filesystem allows) into `directory/model`, as a model
+        directory may only name files inside itself (`load_text_encoder`); the package's own
+        MiniLM (no path) is not copied."""
+        config, directory = self.config, Path(directory)
+        if config.path:
+            _link_tree(self.model_path(config), directory / "model")
+            config = dataclasses.replace(config, path="model")
+        save_pretrained(_ConfigOnly(config), directory,
                         extra={"class": type(self).__name__, "_weights": "external"})
+
+
+def _link_tree(source: Path, target: Path) -> None:
+    """Copy the files of a transformers model directory (no pickles), hard links where possible."""
+    def link_or_copy(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    if source.resolve() != target.resolve():
+        shutil.copytree(source, target, copy_function=link_or_copy, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("*.bin", "*.pt", "*.pth", "*.ckpt"))
 
 
 class MiniLMTextEncoder(HFTextEncoder):
@@ -267,6 +295,8 @@ def load_text_encoder(directory: str | Path) -> TextEncoder:
     if kind == "toy":
         return load_pretrained(ToyTextEncoder, TextConfig, directory)
     fields = {k: v for k, v in data.items() if k != "class" and not k.startswith("_")}
+    if isinstance(fields.get("path"), str) and fields["path"]:  # resolved in the directory only
+        fields["path"] = str(confined_path(directory, fields["path"], "text encoder path"))
     try:
         config = from_dict(TextConfig, fields)
     except ConfigError as e:

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from .config import VAEConfig
 from .vae import CausalVAE, DiagonalGaussian, VAEShapes
 from .errors import UserError
-from .weights import WeightsError, read_config
+from .weights import WeightsError, read_config, require_safetensors
 
 
 class DiffusersVAE(VAEShapes, nn.Module):
@@ -47,7 +47,8 @@ class DiffusersVAE(VAEShapes, nn.Module):
     def from_pretrained(cls, path: str | Path) -> "DiffusersVAE":
         """Load the wrapped diffusers model from a local directory (no download) in eval mode."""
         model_cls = getattr(_diffusers(), cls.class_name)
-        model = model_cls.from_pretrained(str(path), local_files_only=True)
+        require_safetensors(path)  # and only safetensors load, never a pickled .bin
+        model = model_cls.from_pretrained(str(path), local_files_only=True, use_safetensors=True)
         return cls(model.eval(), path=str(path)).eval()
 
     # -- what the DiT sees -------------------------------------------------------------------

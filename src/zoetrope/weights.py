@@ -79,6 +79,29 @@ def read_config(directory: str | Path) -> dict:
         raise WeightsError(f"{path} is not valid JSON: {e}") from None
 
 
+def confined_path(directory: str | Path, path: str, label: str) -> Path:
+    """`path` as a model directory's config.json names it: relative to that directory, and inside
+    it (a `..` escape or an absolute path elsewhere is refused: the directory may be untrusted)."""
+    root = Path(directory).resolve()
+    resolved = (root / Path(path).expanduser()).resolve()  # an absolute `path` stays itself
+    if resolved != root and root not in resolved.parents:
+        raise WeightsError(f"{label} {path!r} in {root / 'config.json'} is outside the model "
+                           f"directory; a model directory may only name files inside itself")
+    return resolved
+
+
+def require_safetensors(directory: str | Path) -> None:
+    """Refuse a pretrained model directory without .safetensors weights: a pickle (.bin, .pt,
+    .ckpt) can run code when loaded, so zoetrope never loads one."""
+    directory = Path(directory)
+    if any(directory.glob("*.safetensors")):
+        return
+    pickles = sorted(p.name for p in directory.glob("*") if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
+    found = f" (it has {', '.join(pickles)}, pickles, which are never loaded)" if pickles else ""
+    raise WeightsError(f"{directory} holds no .safetensors weights{found}; save the model with "
+                       f"safetensors (e.g. save_pretrained(..., safe_serialization=True))")
+
+
 def load_state(directory: str | Path) -> dict[str, torch.Tensor]:
     """Read model.safetensors of a component directory."""
     path = Path(directory) / "model.safetensors"
