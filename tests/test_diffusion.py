@@ -546,3 +546,55 @@ def test_guidance_interval_runs_the_conditional_branch_alone_outside_it():
     mixed = torch.linspace(0, 1, N)  # some rows inside: both branches, guided where inside
     want = torch.where((mixed >= 0.5)[:, None], uncond + 5.0 * (cond - uncond), cond)
     assert torch.allclose(fn(x, mixed), want) and calls[1:] == [("both", 2 * N)]
+
+
+def test_guidance_of_the_first_columns_only():
+    x, t = randn(N, D, seed=1), torch.rand(N, generator=gen(2))
+    cond, uncond = randn(N, 2 * D, seed=3), randn(N, 2 * D, seed=4)  # [eps, v]: learned variance
+    out = classifier_free_guidance(lambda x2, t2: torch.cat([cond, uncond]), 4.0,
+                                   guided_columns=3)(x, t)
+    assert torch.allclose(out[:, :3], uncond[:, :3] + 4.0 * (cond[:, :3] - uncond[:, :3]))
+    assert torch.equal(out[:, 3:], cond[:, 3:])  # eps column 3 and the variance: conditional
+
+
+# --- DiT's respacing (improved DDPM's space_timesteps), from its formulas ---------------------
+
+
+def _iddpm_reference(steps: int) -> list[int]:
+    """Strides of 999 / (steps - 1) summed one by one in floats, Python's round (half to even)."""
+    positions = [0.0]
+    for _ in range(steps - 1):
+        positions.append(positions[-1] + 999 / max(steps - 1, 1))
+    return [round(p) for p in positions]
+
+
+@pytest.mark.parametrize("steps", [1, 2, 10, 21, 25, 50, 100, 250, 1000])
+def test_iddpm_respacing_matches_dits_timesteps_and_betas(steps):
+    want = _iddpm_reference(steps)
+    assert respaced_timesteps(1000, steps, "iddpm").tolist() == want
+    grid = ddpm_grid(1000, steps, "iddpm")
+    assert (grid[:-1] * 1000).round().long().flip(0).tolist() == want and grid[-1] == 0
+    abar = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64), 0)
+    kept = abar[want]
+    betas = 1 - kept / torch.cat([kept.new_ones(1), kept[:-1]])  # a respaced chain's betas
+    schedule = DDPMSchedule(1000, torch.tensor(want), kept)
+    assert torch.allclose(schedule.betas, betas, rtol=1e-12, atol=0)
+
+
+def test_iddpm_respacing_differs_from_linspace_where_a_sum_lands_on_a_half():
+    assert _iddpm_reference(21)[10] == 499  # linspace rounds 499.5 to 500
+    assert respaced_timesteps(1000, 21, "linspace")[10] == 500
+
+
+def test_ddpm_step_with_learned_variance_is_dits_p_sample():
+    """One ancestral step between two respaced steps, written out from improved DDPM's formulas."""
+    abar = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64), 0)
+    a, a_prev = abar[500], abar[496]
+    beta = 1 - a / a_prev
+    x, eps, v, z = randn(N, D, seed=1), randn(N, D, seed=2), torch.rand(N, D, generator=gen(3)) * 2 - 1, randn(N, D, seed=4)
+    x0 = (x.double() - (1 - a).sqrt() * eps.double()) / a.sqrt()
+    mean = beta * a_prev.sqrt() / (1 - a) * x0 + (1 - a_prev) * (1 - beta).sqrt() / (1 - a) * x.double()
+    log_var = (v.double() + 1) / 2 * beta.log() + (1 - v.double()) / 2 * (beta * (1 - a_prev) / (1 - a)).log()
+    want = mean + (0.5 * log_var).exp() * z.double()
+    got = ddpm_step(torch.cat([eps, v], 1), x, a, a_prev, z)
+    assert torch.allclose(got.double(), want, atol=1e-5)

@@ -62,7 +62,9 @@ def cmd_generate(args: argparse.Namespace) -> None:
     from .data.video import SUPPORTED_WRITE
     from .pipeline import BUNDLED_MODEL, TextToVideoPipeline
 
-    if not args.prompt.strip():
+    if args.class_label:
+        return cmd_generate_class(args)
+    if args.prompt is None or not args.prompt.strip():
         raise UserError("the prompt is empty; describe the video to generate")
     slug = "-".join(re.findall(r"[a-z0-9]+", args.prompt.lower()))[:60].strip("-") or "video"
     out = Path(args.output) if args.output else Path("outputs") / f"{slug}.mp4"
@@ -89,6 +91,68 @@ def cmd_generate(args: argparse.Namespace) -> None:
     path = video.save(out)[0]
     frames, h, w = video.frames.shape[1:4]
     print(f"wrote {path} ({frames} frames, {h}x{w}, {video.fps:g} fps, seed {video.seed})")
+
+
+def cmd_generate_class(args: argparse.Namespace) -> None:
+    """Generate an image grid from class labels with a class-conditional DiT (a converted one)."""
+    from pathlib import Path
+
+    import torch
+
+    from .class_pipeline import DEFAULT_GUIDANCE, DEFAULT_STEPS, ClassToImagePipeline
+
+    if not args.model or not args.vae:
+        raise UserError("--class-label needs --model (a DiT directory from `zoetrope convert dit`) "
+                        "and --vae (a diffusers AutoencoderKL directory)")
+    out = Path(args.output or "outputs/classes.png")
+    if out.suffix.lower() != ".png":
+        raise UserError(f"an image grid is written as .png, not {str(out)!r}")
+    names = _read_class_names(args.class_names) if args.class_names else {}
+    labels = [_class_label(text, names) for text in args.class_label]
+    device = args.device if args.device != "auto" else (
+        "cuda" if torch.cuda.is_available() else "cpu")
+    pipe = ClassToImagePipeline.from_pretrained(args.model, args.vae).to(device)
+    channels = "model" if args.guided_channels is None else (
+        None if args.guided_channels == "all" else _positive_int(args.guided_channels))
+    images = pipe(labels, num_inference_steps=args.steps or DEFAULT_STEPS,
+                  guidance_scale=DEFAULT_GUIDANCE if args.cfg is None else args.cfg,
+                  sampler=args.sampler or "ddpm", seed=args.seed, guided_channels=channels)
+    path = images.save_grid(out)
+    print(f"wrote {path} ({len(labels)} images of classes {labels}, seed {images.seed})")
+
+
+def _read_class_names(path: str) -> dict[str, int]:
+    """A class-names file (line i names class i) -> {lowercased name: i}."""
+    from pathlib import Path
+
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    return {name.strip().lower(): i for i, line in enumerate(lines)
+            for name in line.split(",") if name.strip()}
+
+
+def _class_label(text: str, names: dict[str, int]) -> int:
+    """A class number, or a name from --class-names."""
+    if text.strip().isdigit():
+        return int(text)
+    if text.strip().lower() in names:
+        return names[text.strip().lower()]
+    hint = "not in --class-names" if names else "give --class-names FILE to use names"
+    raise UserError(f"--class-label {text!r} is not a class number ({hint})")
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise UserError(f"--guided-channels must be a positive number or 'all', got {text!r}")
+    return int(text)
+
+
+def cmd_convert(args: argparse.Namespace) -> None:
+    """Convert an official DiT checkpoint into a zoetrope DiT directory."""
+    from .convert import convert_dit
+
+    config = convert_dit(args.checkpoint, args.out, num_heads=args.num_heads)
+    print(f"wrote {args.out}: DiT depth {config.depth}, width {config.dim}, {config.num_heads} "
+          f"heads, patch {config.patch_size[1]}, learned sigma {config.learn_sigma}")
 
 
 def cmd_critique(args: argparse.Namespace) -> int:
@@ -278,7 +342,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 def _add_generate(sub: argparse._SubParsersAction) -> None:
     """`zoetrope generate PROMPT`."""
     p = sub.add_parser("generate", help="generate a video from a text prompt")
-    p.add_argument("prompt", help='what to show, e.g. "a red circle moving right"')
+    p.add_argument("prompt", nargs="?", help='what to show, e.g. "a red circle moving right"')
     p.add_argument("-o", "--output", help="output file: .mp4, .webm, .gif or .png "
                    "(default: outputs/<prompt>.mp4)")
     p.add_argument("--frames", type=int, help="number of frames, 1 + 4k (1 = an image)")
@@ -291,7 +355,25 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="pipeline directory (default: the bundled shapes-demo model)")
     p.add_argument("--negative", help="negative prompt (the unconditional branch of guidance)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps or auto (default)")
+    p.add_argument("--class-label", nargs="+", metavar="LABEL", help="class-conditional models "
+                   "(a converted DiT): class numbers or names; writes a .png grid")
+    p.add_argument("--class-names", metavar="FILE", help="text file naming class i on line i "
+                   "(comma-separated synonyms allowed), for names in --class-label")
+    p.add_argument("--vae", help="with --class-label: a diffusers AutoencoderKL directory")
+    p.add_argument("--sampler", choices=["ddpm", "ddim"], help="with --class-label (default ddpm)")
+    p.add_argument("--guided-channels", metavar="N|all", help="with --class-label: guide only the "
+                   "first N latent channels (default: the model's; 3 for converted DiT checkpoints)")
     p.set_defaults(func=cmd_generate)
+
+
+def _add_convert(sub: argparse._SubParsersAction) -> None:
+    """`zoetrope convert dit CHECKPOINT --out DIR`."""
+    p = sub.add_parser("convert", help="convert published weights into a zoetrope directory")
+    p.add_argument("kind", choices=["dit"], help="dit: a facebookresearch/DiT checkpoint (.pt)")
+    p.add_argument("checkpoint", help="e.g. DiT-XL-2-256x256.pt (read as tensors only)")
+    p.add_argument("--out", required=True, help="directory to write (config.json + safetensors)")
+    p.add_argument("--num-heads", type=int, help="attention heads, for sizes not in the paper")
+    p.set_defaults(func=cmd_convert)
 
 
 def _add_encode(sub: argparse._SubParsersAction) -> None:
@@ -336,7 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zoetrope", description="Open text-to-video: VAE + packed DiT.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_info, _add_critique, _add_eval, _add_train, _add_generate, _add_encode,
-                _add_serve):
+                _add_serve, _add_convert):
         add(sub)
     return parser
 

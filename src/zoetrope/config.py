@@ -198,7 +198,8 @@ class DiffusionConfig:
     vlb_weight: float = 0.001  # DDPM learned variance: lambda of L_hybrid = L_simple + lambda * L_vlb
     sampler: str = "euler"  # "euler" (flow), "ddim", "ddpm": a key of `diffusion.SAMPLERS`
     num_inference_steps: int = 25
-    timestep_spacing: str = "linspace"  # DDPM / DDIM respacing: "linspace", "leading", "trailing"
+    # DDPM / DDIM respacing: "linspace", "leading", "trailing" or "iddpm" (DiT's sampler)
+    timestep_spacing: str = "linspace"
     eta: float = 0.0  # DDIM noise scale (0 deterministic, 1 = DDPM-like)
     guidance_scale: float = 4.0  # classifier-free guidance; 1 disables it
     # guide only at noise levels t in [lo, hi] (t = 0 clean, 1 noise, as every sampler passes it;
@@ -228,9 +229,9 @@ class DiffusionConfig:
             raise ConfigError(f"diffusion restarts need restarts >= 0, restart_steps >= 1 and "
                               f"0 < restart_time < 1, got {self.restarts}, {self.restart_steps}, "
                               f"{self.restart_time}")
-        if self.timestep_spacing not in ("linspace", "leading", "trailing"):
-            raise ConfigError(f"diffusion.timestep_spacing must be 'linspace', 'leading' or "
-                              f"'trailing', got {self.timestep_spacing!r}")
+        if self.timestep_spacing not in ("linspace", "leading", "trailing", "iddpm"):
+            raise ConfigError(f"diffusion.timestep_spacing must be 'linspace', 'leading', "
+                              f"'trailing' or 'iddpm', got {self.timestep_spacing!r}")
         if self.num_inference_steps < 1:
             raise ConfigError(f"diffusion.num_inference_steps must be at least 1, "
                               f"got {self.num_inference_steps}")

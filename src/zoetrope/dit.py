@@ -34,7 +34,7 @@ from .attention import (Layout, apply_rope, attention, check_backend, group_orde
                         timestep_embedding)
 from .config import DiTConfig
 from .errors import UserError
-from .patches import Packed
+from .patches import Packed, pack, unpack
 
 FREQ_DIM = 256  # sinusoidal features fed to the timestep MLP (DiT's choice)
 
@@ -254,6 +254,23 @@ class DiT(nn.Module):
             x = block(x, c, cond_index, ids, layout, rope, txt, txt_mask)
         out = self.final_layer(x, c, cond_index)  # (N, C_out * pt * ph * pw)
         return out if grouping is None else out.index_select(0, grouping.inverse)
+
+    def forward_image(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
+        """The paper's image interface: (B, C, H, W) latents -> (B, C_out, H, W) predictions.
+
+        t: (B,) integer DDPM steps 0..999; y: (B,) class labels, num_classes being the null class
+        of guidance. For a checkpoint of facebookresearch/DiT converted by `zoetrope convert dit`
+        this returns what that code's `DiT.forward(x, t, y)` returns: eps, then (learned sigma)
+        the variance interpolation v, on the channel axis. The steps reach the timestep embedder
+        as exact integers (t / 1000 in float64, which it multiplies by 1000).
+        """
+        if not self.config.num_classes or x.ndim != 4 or self.config.patch_size[0] != 1:
+            raise UserError(f"forward_image needs a class-conditional image DiT and x (B, C, H, W), "
+                            f"got num_classes={self.config.num_classes}, x {tuple(x.shape)}")
+        packed = pack(list(x[:, :, None]), self.config.patch_size)  # B latents (C, 1, H, W)
+        exact = torch.float32 if x.device.type == "mps" else torch.float64  # MPS has no float64
+        out = self(packed, t.to(exact) / 1000, labels=y)  # (N, C_out * ph * pw)
+        return torch.stack(unpack(out, packed))[:, :, 0]  # (B, C_out, H, W)
 
     def _positions(self, x: Tensor, positions: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor] | None]:
         """Add the absolute embedding (sincos, rope+abs) to x (N, D); RoPE angles (N, Dh/2) x 2."""

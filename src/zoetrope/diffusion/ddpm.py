@@ -45,10 +45,24 @@ def respaced_timesteps(num_train_timesteps: int, steps: int, spacing: str = "lin
     elif spacing == "trailing":  # ..., T-1: starts from the noisiest step
         ratio = num_train_timesteps / steps
         ts = (torch.arange(1, steps + 1, dtype=torch.float64) * ratio).round() - 1
+    elif spacing == "iddpm":  # improved DDPM's respacing, which DiT samples with
+        ts = torch.tensor(_iddpm_steps(num_train_timesteps, steps), dtype=torch.float64)
     else:
-        raise UserError(f"timestep_spacing must be 'linspace', 'leading' or 'trailing', "
+        raise UserError(f"timestep_spacing must be 'linspace', 'leading', 'trailing' or 'iddpm', "
                         f"got {spacing!r}")
     return ts.long()
+
+
+def _iddpm_steps(num_train_timesteps: int, steps: int) -> list[int]:
+    """0 .. T-1 in `steps` strides of (T - 1) / (steps - 1), summed in floats and rounded half to
+    even (Nichol and Dhariwal's `space_timesteps` with one section). It differs from "linspace" by
+    one step where a sum lands near .5 (21 steps: 499, not 500), so DiT needs exactly this."""
+    stride = (num_train_timesteps - 1) / (steps - 1) if steps > 1 else 1.0
+    position, out = 0.0, []
+    for _ in range(steps):
+        out.append(round(position))  # Python's round: half to even
+        position += stride
+    return out
 
 
 @dataclass

@@ -13,7 +13,8 @@ from .tokens import ModelFn
 
 def classifier_free_guidance(double_fn: ModelFn, scale: float,
                              interval: tuple[float, float] = (0.0, 1.0),
-                             cond_fn: ModelFn | None = None) -> ModelFn:
+                             cond_fn: ModelFn | None = None,
+                             guided_columns: int | None = None) -> ModelFn:
     """Wrap `double_fn(x2, t2)` (rows [:N] conditional, [N:] unconditional) into a guided model_fn.
 
     Both branches run in one call on the doubled batch; the result is
@@ -23,6 +24,12 @@ def classifier_free_guidance(double_fn: ModelFn, scale: float,
     branch alone, a call with no row inside the interval runs only that (half the work).
     With a learned variance (output 2x the input width) only the eps half is guided and the
     conditional variance is kept, as in DiT.
+
+    `guided_columns`: guide only the first that many output columns and keep the conditional
+    prediction for the rest (None: the whole eps). The sampler released with the DiT paper
+    guides only the first 3 of the 4 latent channels (`forward_with_cfg` in facebookresearch/DiT;
+    its released samples were made so): 3 * H * W columns of a (B, C * H * W) image row, or 3/4
+    of a packed token, whose values are ordered channel first.
     """
     lo, hi = interval
 
@@ -36,6 +43,7 @@ def classifier_free_guidance(double_fn: ModelFn, scale: float,
         out = double_fn(torch.cat([x, x]), torch.cat([t, t]))  # (2N, D_out)
         cond, uncond = out.chunk(2)
         d = x.shape[1] if out.shape[1] == 2 * x.shape[1] else out.shape[1]
+        d = d if guided_columns is None else guided_columns
         s: float | Tensor = scale
         if inside is not None:
             s = torch.where(inside, scale, 1.0).to(out.dtype)[:, None]
