@@ -170,14 +170,15 @@ function showVerdict(job) {
   }
   const badge = el("span", { class: `badge ${v.passed ? "pass" : "fail"}` },
                    v.passed ? "PASS" : "FAIL");
-  const rows = [el("tr", {}, el("th", {}, "object"), el("th", {}, ""), el("th", {}, "asked"),
-                   el("th", {}, "seen"))];
+  const rows = [];
   for (const o of v.objects) {
+    rows.push(el("tr", {}, el("th", { colspan: 3 }, o.target)),
+              el("tr", {}, el("th", {}, ""), el("th", {}, "asked"), el("th", {}, "seen")));
     for (const name of ["color", "shape", "direction"]) {
       const a = o[name];
       const mark = a.ok === null ? "n/a" : a.ok ? "ok" : "wrong";
-      rows.push(el("tr", { class: mark === "wrong" ? "wrong" : "" }, el("td", {}, o.target),
-                   el("td", {}, name), el("td", {}, a.expected),
+      rows.push(el("tr", { class: mark === "wrong" ? "wrong" : "" }, el("td", {}, name),
+                   el("td", {}, a.expected),
                    el("td", { class: mark === "ok" ? "ok" : "" }, `${a.observed} (${mark})`)));
     }
   }
@@ -186,8 +187,9 @@ function showVerdict(job) {
     el("li", { class: "wrong" }, `${kind.replace("_", " ")}: frame${frames.length > 1 ? "s" : ""} ` +
        frames.join(", "))))
     : el("p", { class: "ok" }, "no physics errors");
-  box.replaceChildren(el("h2", {}, "Critic"), badge, el("table", {}, ...rows), errors,
-                      trackPicture(v));
+  box.replaceChildren(el("h2", {}, "Critic: asked vs seen"), badge,
+                      el("div", { class: "verdict-body" },
+                         el("div", {}, el("table", {}, ...rows), errors), trackPicture(v)));
 }
 
 // The tracked centre of each object, frame by frame, over the clip's frame; frames with an
