@@ -123,7 +123,8 @@ def test_generates_a_clip_with_a_verdict(served):
 
 def test_a_prompt_the_critic_cannot_read_gets_a_note(served):
     _, server = served
-    job = wait(server, call(server, "POST", "/api/jobs", {"prompt": "the sea", "steps": 1})[1]["id"])
+    status, job = call(server, "POST", "/api/jobs", {"prompt": "the sea", "steps": 1})
+    job = wait(server, job["id"])
     assert job["state"] == "done" and job["verdict"] is None
     assert job["critic_note"].startswith("no verdict: cannot parse prompt")
 
@@ -230,6 +231,9 @@ def test_cli_serve(tmp_path, capsys):
     """The console script serves the page and prints its URL; a bad --model is one line."""
     assert main(["serve", "--model", str(tmp_path / "nothing")]) == 2
     assert capsys.readouterr().err.startswith("zoetrope serve: error: no pipeline.json")
+    (tmp_path / "file").touch()
+    assert main(["serve", "--out", str(tmp_path / "file")]) == 2
+    assert capsys.readouterr().err.startswith("zoetrope serve: error: --out")
     tiny_pipeline().save_pretrained(tmp_path / "model")
     command = [str(Path(sys.executable).parent / "zoetrope"), "serve", "--model",
                str(tmp_path / "model"), "--port", "0", "--out", str(tmp_path / "out")]

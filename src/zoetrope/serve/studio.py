@@ -86,6 +86,8 @@ class Studio:
     def __init__(self, pipe, out: str | Path, fps: float | None = None) -> None:
         self.pipe = pipe
         self.out = Path(out).resolve()
+        if self.out.exists() and not self.out.is_dir():
+            raise UserError(f"--out {str(out)!r} is a file; give a folder for the clips")
         self.out.mkdir(parents=True, exist_ok=True)
         self.fps = fps or pipe.fps
         self._jobs: dict[str, Job] = {}  # every job since start, in order of submission

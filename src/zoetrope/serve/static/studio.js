@@ -184,8 +184,8 @@ function showVerdict(job) {
   }
   const bad = Object.entries(v.errors).filter(([, frames]) => frames.length);
   const errors = bad.length ? el("ul", { class: "errors" }, ...bad.map(([kind, frames]) =>
-    el("li", { class: "wrong" }, `${kind.replace("_", " ")}: frame${frames.length > 1 ? "s" : ""} ` +
-       frames.join(", "))))
+    el("li", { class: "wrong" },
+       `${kind.replaceAll("_", " ")}: frame${frames.length > 1 ? "s" : ""} ${frames.join(", ")}`)))
     : el("p", { class: "ok" }, "no physics errors");
   box.replaceChildren(el("h2", {}, "Critic: asked vs seen"), badge,
                       el("div", { class: "verdict-body" },
@@ -205,15 +205,16 @@ function trackPicture(v) {
       fill: "none", stroke: colours[i % 3], "stroke-width": Math.max(width, height) / 120 }));
     for (const [x, y, t] of points) {
       const kinds = Object.entries(o.errors).filter(([, f]) => f.includes(t)).map(([k]) => k);
-      const dot = svg("circle", { cx: x, cy: y, r: Math.max(width, height) / (kinds.length ? 40 : 80),
-                                  fill: kinds.length ? "#ff6b6b" : colours[i % 3] });
+      const dot = svg("circle", { cx: x, cy: y, fill: kinds.length ? "#ff6b6b" : colours[i % 3],
+                                  r: Math.max(width, height) / (kinds.length ? 40 : 80) });
       const title = svg("title");
       title.textContent = `frame ${t}` + (kinds.length ? `: ${kinds.join(", ")}` : "");
       dot.append(title);
       picture.append(dot);
     }
   });
-  return el("figure", {}, picture, el("figcaption", { class: "meta" }, "track: one dot a frame, red where an error is"));
+  return el("figure", {}, picture,
+            el("figcaption", { class: "meta" }, "track: one dot a frame, red where an error is"));
 }
 
 async function loadGallery() {
