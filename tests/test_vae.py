@@ -139,6 +139,25 @@ def test_latent_frame_depends_only_on_past_frames(config):
 
 
 @pytest.mark.parametrize("config", CAUSAL)
+def test_latent_frame_pixels_are_the_frames_each_latent_sees(config):
+    vae = random_vae(config)
+    table = vae.latent_frame_pixels(17)
+    assert table == [range(0, 1), range(1, 5), range(5, 9), range(9, 13), range(13, 17)]
+    assert vae.latent_frame_pixels(1) == [range(0, 1)]
+    x = video(17, 16)
+    with torch.no_grad():
+        base = vae.encode(x).mean
+        for j, frames in enumerate(table):  # changing latent j's frames leaves latents < j alone
+            moved = x.clone()
+            moved[:, :, frames.start:] = -moved[:, :, frames.start:]
+            changed = vae.encode(moved).mean
+            torch.testing.assert_close(changed[:, :, :j], base[:, :, :j], rtol=0, atol=1e-5)
+            assert (changed[:, :, j] - base[:, :, j]).abs().max() > 1e-3
+    with pytest.raises(VAEShapeError, match="nearest valid: 17 or 21"):
+        vae.latent_frame_pixels(18)
+
+
+@pytest.mark.parametrize("config", CAUSAL)
 def test_first_frame_is_encoded_on_its_own(config):
     vae = random_vae(config)
     x = video(17, 16)

@@ -351,6 +351,17 @@ class VAEShapes:
         c = self.config
         return pixel_shape(t, h, w, temporal=c.temporal_downsample, spatial=c.spatial_downsample)
 
+    def latent_frame_pixels(self, frames: int) -> list[range]:
+        """The pixel frames each latent frame of a `frames`-frame clip holds, latent frame j at j.
+
+        With temporal factor 4: latent frame 0 is pixel frame 0 alone, latent frame j >= 1 is
+        pixel frames 4j-3..4j. Read off `latent_shape` and `pixel_shape`, not re-derived.
+        """
+        s = self.config.spatial_downsample  # any valid height and width will do
+        t = self.latent_shape(frames, s, s)[1]
+        ends = [self.pixel_shape(j + 1, 1, 1)[0] for j in range(t)]  # frames of j + 1 latents
+        return [range(a, b) for a, b in zip([0] + ends[:-1], ends)]
+
 
 class CausalVAE(VAEShapes, nn.Module):
     """Causal 3D conv VAE: (B, 3, 1 + 4k, H, W) <-> latent (B, C, 1 + k, H/8, W/8) by default."""
