@@ -180,6 +180,9 @@ class TextConfig:
                                     "max_length": ">= 1"})
 
 
+# Which latent frames a training sample may get given (`train.dit.given_kinds`): the first, the last,
+# a prefix, a suffix, or a prefix and a suffix ("ends")
+GIVEN_KINDS = ("first", "last", "prefix", "suffix", "ends")
 # objective -> the samplers that fit it (names of `diffusion.SAMPLERS`)
 SAMPLERS_OF = {"flow": ("euler",), "ddpm": ("ddim", "ddpm")}
 
@@ -340,6 +343,12 @@ class DiTStageConfig(LoopConfig):
     # data.dataset = "cache" (already latents).
     latent_cache: int = 0
     first_frame_cond: float = 0.0  # probability a clip's first latent frame is given clean (i2v)
+    # Share of samples trained with given latent frames (fed clean at t = 0, left out of the loss),
+    # so the model learns to animate, extend, loop and connect; each such sample draws one of
+    # `given_kinds` uniformly (`train.masks.draw_given_frames`). first_frame_cond = p is the same
+    # as given_share = p with given_kinds = ["first"], drawn as before; set one of the two.
+    given_share: float = 0.0
+    given_kinds: list[str] = field(default_factory=lambda: list(GIVEN_KINDS))
     attention: str = "auto"  # the DiT's attention backend (`DiT(config, attention=...)`)
     preview_every: int = 0  # steps between preview GIFs; 0 disables them
     preview_prompts: list[str] = field(default_factory=list)  # prompts of the preview GIFs
@@ -347,7 +356,14 @@ class DiTStageConfig(LoopConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_ranges(self, self.section, {"latent_cache": ">= 0", "first_frame_cond": "in [0, 1]",
-                                          "preview_every": ">= 0"})
+                                          "given_share": "in [0, 1]", "preview_every": ">= 0"})
+        bad = [k for k in self.given_kinds if k not in GIVEN_KINDS]
+        if bad or not self.given_kinds:
+            raise ConfigError(f"{self.section}.given_kinds must name some of "
+                              f"{', '.join(GIVEN_KINDS)}; got {self.given_kinds!r}")
+        if self.first_frame_cond and self.given_share:
+            raise ConfigError(f"set {self.section}.first_frame_cond or {self.section}.given_share, "
+                              f"not both (first_frame_cond is given_kinds = [\"first\"])")
 
 
 STAGES = ("vae", "dit")  # what a recipe can train, in the order stages run

@@ -7,8 +7,8 @@ yields: frames, which it encodes through the VAE every step, or latents, from a 
 
 Loss: the recipe's objective through its denoiser (rectified flow, or DDPM with
 `diffusion.vlb_weight` weighting a learned variance's L_vlb) on one packed batch per micro-batch,
-samples in the order they came; each sample's time, noise, prompt dropout and first-frame
-conditioning are drawn from its own generator (seed, index). Export: a pipeline
+samples in the order they came; each sample's time, noise, prompt dropout and given latent
+frames (`train.masks`) are drawn from its own generator (seed, index). Export: a pipeline
 directory through `TextToVideoPipeline.save_pretrained`, the one writer of that format.
 """
 
@@ -29,6 +29,7 @@ from ..dit import DiT
 from ..patches import Packed, pack
 from ..text import build_text_encoder
 from .batches import Item, sample_generator, to_video
+from .masks import draw_given_frames
 from .distributed import Dist, barrier
 
 
@@ -156,7 +157,7 @@ class DiTTask:
         t, noise, keep, prompts = self.draw(items, packed)
         packed = packed.to(device)
         t, noise = t.to(device)[packed.sample_ids], noise.to(device)
-        keep = keep.to(device) & (packed.positions[:, 0] == 0)  # image-to-video: clean frame 0
+        keep = keep.to(device)  # tokens of given latent frames: clean, t = 0, not in the loss
 
         def model_fn(x: Tensor, t_: Tensor) -> Tensor:
             return model(packed.with_tokens(x), t_, prompts)
@@ -168,11 +169,14 @@ class DiTTask:
         return loss, packed.num_tokens
 
     def draw(self, items: list[Item], packed: Packed) -> tuple[Tensor, Tensor, Tensor, list[str]]:
-        """Per sample, from its own generator: time (B,), noise (N, D), first-frame flag per
-        token (N,) and the prompt (empty when dropped for classifier-free guidance)."""
-        d = self.recipe.diffusion
+        """Per sample, from its own generator: time (B,), noise (N, D), the prompt (empty when
+        dropped for classifier-free guidance) and, per token (N,), whether its latent frame is
+        given (`first_frame_cond`, or `given_share` through `masks.draw_given_frames`)."""
+        d, pt = self.recipe.diffusion, packed.patch_size[0]
         ts, noises, keeps, prompts = [], [], [], []
-        for (index, (_, caption)), n in zip(items, packed.lengths):
+        starts = [0, *torch.tensor(packed.lengths).cumsum(0).tolist()]
+        for (index, (_, caption)), n, shape, start in zip(items, packed.lengths, packed.shapes,
+                                                          starts):
             g = sample_generator(self.cfg.seed, index)
             if d.objective == "flow":
                 shift = diffusion.resolution_shift(n, d.shift_base_tokens)
@@ -184,7 +188,10 @@ class DiTTask:
             drop = torch.rand(1, generator=g).item() < d.text_dropout
             prompts.append("" if drop else caption)
             first = torch.rand(1, generator=g).item() < self.cfg.first_frame_cond
-            keeps.append(torch.full((n,), first))
+            frames = draw_given_frames(g, shape[1] // pt, self.cfg.given_share,
+                                       self.cfg.given_kinds)  # (t,) over patch frames
+            frames[0] |= first
+            keeps.append(frames[packed.positions[start:start + n, 0]])
         return torch.cat(ts), torch.cat(noises), torch.cat(keeps), prompts
 
     def fresh(self) -> nn.Module:
