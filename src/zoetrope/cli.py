@@ -87,10 +87,29 @@ def cmd_generate(args: argparse.Namespace) -> None:
     pipe = TextToVideoPipeline.from_pretrained(model).to(device)
     video = pipe(args.prompt, negative_prompt=args.negative, num_frames=args.frames,
                  height=height, width=width, num_inference_steps=args.steps,
-                 guidance_scale=args.cfg, seed=args.seed, restarts=args.restarts)
+                 guidance_scale=args.cfg, seed=args.seed, restarts=args.restarts,
+                 task=_task(args))
     path = video.save(out)[0]
     frames, h, w = video.frames.shape[1:4]
     print(f"wrote {path} ({frames} frames, {h}x{w}, {video.fps:g} fps, seed {video.seed})")
+
+
+def _task(args: argparse.Namespace):
+    """The `conditioning.Task` the flags ask for (conflicts refused before a file is read), or
+    None for text alone."""
+    from .conditioning import Task
+    from .data.video import read_video
+
+    task = Task(image=args.image, video=args.video, extend=args.extend, loop=args.loop,
+                connect=args.connect, strength=args.strength, crop=args.crop)
+    if task == Task():
+        return None
+    task.check()  # the flags alone, on the file names
+    read = lambda path: read_video(path)[0]  # noqa: E731
+    task.image = None if args.image is None else read(args.image)[0]
+    task.video = None if args.video is None else read(args.video)
+    task.connect = None if args.connect is None else (read(args.connect[0]), read(args.connect[1]))
+    return task
 
 
 def cmd_generate_class(args: argparse.Namespace) -> None:
@@ -352,6 +371,18 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--restarts", type=int, help="restart-sampling rounds after the ODE: each jumps "
                    "back to a low noise level and denoises again (default: the model's)")
     p.add_argument("--seed", type=int, help="random seed (default: fresh, printed)")
+    p.add_argument("--image", metavar="FIRST.png", help="animate: the output starts with this image")
+    p.add_argument("--video", metavar="CLIP.mp4", help="a clip to continue (--extend) or edit "
+                   "(--strength)")
+    p.add_argument("--extend", choices=["forward", "backward"], help="with --video: the output "
+                   "holds the clip at its start (forward) or end (backward) and continues it")
+    p.add_argument("--loop", action="store_true", help="the last frame leads into the first")
+    p.add_argument("--connect", nargs=2, metavar=("A.mp4", "B.mp4"), help="the output starts as "
+                   "A and ends as B")
+    p.add_argument("--strength", type=float, metavar="S", help="with --video: SDEdit, noise the "
+                   "clip to t = S in (0, 1] and denoise it with the prompt")
+    p.add_argument("--crop", action="store_true", help="centre-crop given frames of another "
+                   "aspect ratio (else an error)")
     p.add_argument("--model", help="pipeline directory (default: the bundled shapes-demo model)")
     p.add_argument("--negative", help="negative prompt (the unconditional branch of guidance)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps or auto (default)")

@@ -1,0 +1,376 @@
+"""Prompting with images and videos: animate, extend, long clips, loop, connect, edit (SDEdit).
+
+Every task is one mechanism: given latent frames are fed clean with t = 0 through the samplers'
+keep mask while the others are denoised (`Given`, `hold_given`); SDEdit (Meng et al., arXiv
+2108.01073) is a time grid that starts below 1, from the clip's latent noised to that time.
+
+Frame semantics (`VAEShapes.latent_frame_pixels`): with the causal VAE, latent frame 0 is pixel
+frame 0 alone and latent frame j >= 1 pixel frames 4j-3..4j. Every layer is causal, so a clip
+encoded alone gives exactly the first latent frames of any video that starts with it.
+
+Where each task puts its given frames. A window is the model's clip length (`Task.window`,
+default the pipeline's default frames); o = `Task.overlap` latent frames.
+- animate: the image, encoded as a one-frame clip, is latent frame 0.
+- extend forward and long clips: a window holds the clip at its start. Window after window, the
+  next one holds the output's last 1 + 4o frames, encoded as a clip of their own (its latent frame
+  0 is again one frame alone), and adds its new frames: memory stays flat in the length.
+- extend backward, and B of connect: the clip (1 + 4b frames) encoded alone; its latent frames
+  1..b (its frames 1..4b) are held as the window's last b latent frames. Its frame 0 shares a
+  latent frame with three new frames and is drawn anew, so the output ends with the clip's frames
+  1..4b. (Those latents saw a still past, the causal padding, rather than the new frames before
+  them: an approximation at the seam.) Backward windows run back in time.
+- loop: the clip is made forward, then its last window is made again holding, after the output's
+  last frame, the output's first 4o frames (encoded after a copy of frame 0, as the padding does):
+  the last frame leads into the first, and the held frames are not output twice.
+- connect: forward from A, the last window holding B at its end as backward does.
+- edit: the clip's latent noised to t = strength, then round(steps x strength) steps from there.
+Given frames are resized to the output size; another aspect ratio is an error unless `crop`.
+Clips are cut to 1 + 4k frames (forward and edit keep the first, backward and B the last).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .config import DiffusionConfig
+from .data.video import resize_crop
+from .diffusion import (Callback, ddpm_grid, ddpm_q_sample, flow_grid, flow_q_sample,
+                        restart_grid)
+from .diffusion.ddpm import DDPMSchedule
+from .errors import UserError
+from .log import warn
+from .patches import Packed, pack
+
+if TYPE_CHECKING:
+    from .pipeline import TextToVideoPipeline
+
+Video = np.ndarray  # uint8 (B, T, H, W, 3): one clip per prompt
+
+
+@dataclass
+class Task:
+    """What a generation is given besides the prompt; the CLI flag of each field in brackets."""
+
+    image: np.ndarray | list[np.ndarray] | None = None  # uint8 (H, W, 3), or one per prompt [--image]
+    video: np.ndarray | None = None  # uint8 (T, H, W, 3): the clip to extend or edit [--video]
+    extend: str | None = None  # "forward" or "backward" [--extend]
+    connect: tuple[np.ndarray, np.ndarray] | None = None  # clips A and B [--connect]
+    loop: bool = False  # [--loop]
+    strength: float | None = None  # SDEdit: noise the clip to t = strength [--strength]
+    crop: bool = False  # centre-crop given frames of another aspect ratio [--crop]
+    overlap: int = 1  # latent frames a window holds of the one before
+    window: int | None = None  # frames per window; default: the pipeline's default frames
+
+    def check(self) -> None:
+        """One line of error for what cannot work together."""
+        has = {"--image": self.image is not None, "--video": self.video is not None,
+               "--connect": self.connect is not None}
+        if sum(has.values()) > 1:
+            raise UserError(f"{' and '.join(k for k, v in has.items() if v)} conflict: give one")
+        if self.extend is not None and self.extend not in ("forward", "backward"):
+            raise UserError(f"--extend must be forward or backward, got {self.extend!r}")
+        if self.extend is not None and self.video is None:
+            raise UserError("--extend needs --video (the clip to extend)")
+        if self.strength is not None:
+            if self.video is None or self.extend is not None or self.loop:
+                raise UserError("--strength edits a --video, alone (not with --extend or --loop)")
+            if not 0 < self.strength <= 1:
+                raise UserError(f"--strength must be in (0, 1], got {self.strength}")
+        elif self.video is not None and self.extend is None:
+            raise UserError("--video needs --extend forward|backward or --strength S")
+        if self.loop and (self.connect is not None or self.extend == "backward"):
+            raise UserError("--loop conflicts with --connect and --extend backward")
+        if self.overlap < 1:
+            raise UserError(f"overlap must be at least 1 latent frame, got {self.overlap}")
+
+
+@dataclass
+class Given:
+    """Clean latent frames one sample holds: its latent (C, t, h, w) and which frames (t,)."""
+
+    latent: Tensor
+    frames: Tensor  # (t,) bool; all False with a latent to edit (SDEdit)
+
+
+@dataclass
+class Sampling:
+    """What every window of one call samples with (see `TextToVideoPipeline.__call__`)."""
+
+    text: Tensor  # (B or 2B, L, Dtxt): prompts, then negatives when guided
+    mask: Tensor
+    generator: torch.Generator
+    steps: int
+    scale: float
+    config: DiffusionConfig
+    progress: bool = True
+    callback: Callback | None = None
+
+
+# --------------------------------------------------------------------------------------------
+# Holding given frames, and SDEdit's grid
+# --------------------------------------------------------------------------------------------
+
+
+def hold_given(packed: Packed, given: list[Given] | None, config: DiffusionConfig,
+               start: Tensor | None = None) -> tuple[Packed, Tensor | None]:
+    """Packed noise -> the sampler's start and keep mask (N,): given frames clean, and with
+    `start` (the grid's first row, SDEdit) every other token the given latent noised to it."""
+    if given is None:
+        return packed, None
+    if packed.patch_size[0] != 1:
+        raise UserError("given frames need a DiT with temporal patch size 1")
+    clean = pack([g.latent.to(packed.tokens) for g in given], packed.patch_size).tokens
+    frames = torch.cat([g.frames for g in given]).to(packed.tokens.device)
+    offsets = torch.tensor([0, *np.cumsum([len(g.frames) for g in given])[:-1]],
+                           device=frames.device)
+    keep = frames[offsets[packed.sample_ids] + packed.positions[:, 0]]  # (N,)
+    x = packed.tokens
+    if start is not None:
+        x = _noised(config, clean, start.to(x.device, torch.float32).expand(len(x)), x)
+    return packed.with_tokens(torch.where(keep[:, None], clean, x)), keep
+
+
+def _noised(config: DiffusionConfig, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+    """x0 noised to times t (N,) by the objective's forward process."""
+    if config.objective == "ddpm":
+        return ddpm_q_sample(DDPMSchedule.from_config(config), x0, t, noise)
+    return flow_q_sample(x0, t, noise)
+
+
+def edit_grid(config: DiffusionConfig, steps: int, shift: float | Tensor,
+              strength: float) -> Tensor:
+    """SDEdit's grid: round(steps x strength) steps from t = strength (flow), or the respaced
+    DDPM steps at or below it; restarts jump back no higher than strength."""
+    steps = max(1, round(steps * strength))
+    if config.objective == "ddpm":
+        grid = ddpm_grid(config.num_train_timesteps, steps, config.timestep_spacing) * strength
+    else:
+        grid = flow_grid(steps, strength, shift)
+    return restart_grid(grid, config.restarts, min(config.restart_time, strength),
+                        config.restart_steps, shift)
+
+
+# --------------------------------------------------------------------------------------------
+# Given pixels: resized, cut to 1 + 4k frames, encoded
+# --------------------------------------------------------------------------------------------
+
+
+def fit_frames(frames: np.ndarray, height: int, width: int, crop: bool, what: str) -> np.ndarray:
+    """uint8 (T, H, W, 3) resized to (height, width); another aspect ratio needs `crop`."""
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or not len(frames):
+        raise UserError(f"{what} must be uint8 (T, H, W, 3), got {frames.dtype} "
+                        f"{tuple(frames.shape)}")
+    h, w = frames.shape[1:3]
+    if not crop and abs(h * width - w * height) > 0.02 * h * width:  # 2%: rounding of a resize
+        raise UserError(f"{what} is {w}x{h} but the output is {width}x{height} (another aspect "
+                        f"ratio): pass --crop to centre-crop it, or a --size of its aspect")
+    return resize_crop(frames, height, width)
+
+
+def cut_clip(frames: np.ndarray, keep_end: bool, what: str, temporal: int = 4) -> np.ndarray:
+    """The first (or last) 1 + 4k frames of a clip, with a warning when some are dropped."""
+    usable = 1 + (len(frames) - 1) // temporal * temporal
+    if usable < len(frames):
+        warn(f"{what} has {len(frames)} frames; using its {'last' if keep_end else 'first'} "
+             f"{usable} (the VAE takes 1 + {temporal}k)")
+    return frames[len(frames) - usable:] if keep_end else frames[:usable]
+
+
+def encode(pipe: TextToVideoPipeline, video: Video) -> Tensor:
+    """uint8 (B, T, H, W, 3) -> latents (B, C, t, h, w) on the pipeline's device."""
+    pixels = torch.from_numpy(np.ascontiguousarray(video)).to(pipe.device).float() / 127.5 - 1
+    return pipe.vae.encode_latent(pixels.permute(0, 4, 1, 2, 3)).float()
+
+
+def roundtrip(pipe: TextToVideoPipeline, video: Video) -> Video:
+    """A clip through the VAE and back: what holding all of it gives."""
+    latents = list(encode(pipe, video))
+    return np.stack(pipe.decode(pack(latents, pipe.dit.config.patch_size)))
+
+
+# --------------------------------------------------------------------------------------------
+# Windows
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Run:
+    """One call's pipeline, sampling settings and output size, shared by its windows."""
+
+    pipe: TextToVideoPipeline
+    sampling: Sampling
+    count: int  # prompts
+    height: int
+    width: int
+    window: int  # frames per window
+    overlap: int  # latent frames a window holds of the one before
+    crop: bool  # centre-crop given frames of another aspect ratio
+
+
+def _window(run: _Run, frames: int, head: Video | None = None,
+            tail: Video | None = None) -> Video:
+    """One window of `frames` frames holding `head` (B, G, H, W, 3) first and the frames 1..4b
+    of `tail` (B, 1 + 4b, H, W, 3) last; returns its decoded frames (B, frames, H, W, 3)."""
+    pipe = run.pipe
+    shape = pipe.latent_shape((frames, run.height, run.width))
+    t = shape[1]
+    latents = torch.zeros(run.count, *shape, device=pipe.device)
+    held = torch.zeros(t, dtype=torch.bool)
+    g = b = 0
+    if head is not None:
+        z = encode(pipe, head)  # (B, C, g, h, w): exactly a video's first latents (causal)
+        g = z.shape[2]
+        latents[:, :, :g], held[:g] = z, True
+    if tail is not None:
+        z = encode(pipe, tail)[:, :, 1:]  # latent 0 (the clip's frame 0 alone) is drawn anew
+        b = z.shape[2]
+        latents[:, :, t - b:], held[t - b:] = z, True
+    if g + b >= t:
+        raise UserError(f"the given frames take all {t} latent frames of a window of {frames} "
+                        f"frames, leaving nothing to generate: pass more --frames")
+    packed = pipe.sample([shape] * run.count, run.sampling, [Given(z, held) for z in latents])
+    return np.stack(pipe.decode(packed))
+
+
+def _forward(run: _Run, frames: int, head: Video | None = None,
+             tail: Video | None = None) -> Video:
+    """`frames` frames, window after window from the start: `head` held first (and output as
+    the VAE gives it back), `tail`'s frames 1..4b held last (they close the output)."""
+    b, o = (0 if tail is None else (tail.shape[1] - 1) // 4), run.overlap
+    out, done, hold = [], 0, head
+    if head is not None and head.shape[1] + 4 > run.window:  # too long to hold whole
+        out, done = [roundtrip(run.pipe, head)], head.shape[1]
+        hold = out[0][:, -(1 + 4 * o):]
+    while done < frames:
+        offset = hold.shape[1] if done else 0  # held frames the output already has
+        final = offset + frames - done <= run.window
+        least = (0 if hold is None else hold.shape[1]) + 4  # one new latent frame
+        size = (offset + frames - done if final else
+                max(least, min(run.window, offset + frames - done - 4 - 4 * b)))
+        video = _window(run, size, hold, tail if final else None)
+        out.append(video[:, offset:])
+        done += size - offset
+        hold = video[:, size - 1 - 4 * o:]  # the next window's start: 1 + 4o frames
+    return np.concatenate(out, 1)
+
+
+def _backward(run: _Run, frames: int, tail: Video) -> Video:
+    """`frames` frames, window after window back in time from an end holding `tail`."""
+    o = run.overlap
+    out, done, hold = [], 0, tail
+    if tail.shape[1] + 4 > run.window:  # too long to hold whole
+        out, done = [roundtrip(run.pipe, tail)], tail.shape[1]
+        hold = out[0][:, :1 + 4 * o]
+    while done < frames:
+        # the output already has the window's held frames and the one drawn anew before them
+        offset = hold.shape[1] if done else 0
+        size = min(run.window, offset + frames - done)
+        video = _window(run, size, None, hold)
+        out.insert(0, video[:, :size - offset])
+        done += size - offset
+        hold = video[:, :1 + 4 * o]
+    return np.concatenate(out, 1)
+
+
+def _loop(run: _Run, video: Video) -> Video:
+    """`video` (B, N, H, W, 3) with its end made again so that its last frame leads into its
+    first: the last window holds, after frame N - 1, the frames 0..4o-1."""
+    n, o = video.shape[1], run.overlap
+    size = min(run.window, n + 4 * o)
+    start = n + 4 * o - size  # the window is output frames start..n-1, then the held frames
+    p = min(o, (size - 1 - 4 * o) // 4 - 1)  # latent frames it holds first, leaving one new
+    if n < 5 or p < 0:
+        raise UserError(f"--loop needs at least 5 frames and a window of {5 + 4 * o}")
+    head = video[:, start:start + 1 + 4 * p]
+    tail = np.concatenate([video[:, :1], video[:, :4 * o]], 1)  # frame 0 first: a still past
+    again = _window(run, size, head, tail)
+    return np.concatenate([video[:, :start + 1 + 4 * p], again[:, 1 + 4 * p:size - 4 * o]], 1)
+
+
+def _edit(run: _Run, clip: Video, strength: float) -> Video:
+    """SDEdit: each clip's latent noised to t = strength and denoised from there."""
+    z = encode(run.pipe, clip)  # (B, C, t, h, w)
+    nothing = torch.zeros(z.shape[2], dtype=torch.bool)
+    packed = run.pipe.sample([tuple(z.shape[1:])] * run.count, run.sampling,
+                             [Given(latent, nothing) for latent in z], strength)
+    return np.stack(run.pipe.decode(packed))
+
+
+# --------------------------------------------------------------------------------------------
+# The tasks
+# --------------------------------------------------------------------------------------------
+
+
+def output_frames(task: Task, num_frames: int | None) -> int | None:
+    """The output's frames when not asked for: an edit keeps its clip's usable length."""
+    if num_frames is None and task.strength is not None and task.video is not None:
+        return 1 + (len(task.video) - 1) // 4 * 4
+    return num_frames
+
+
+def _clip(run: _Run, frames: np.ndarray, keep_end: bool, what: str) -> Video:
+    """A given clip fitted to the output, cut to 1 + 4k frames, one copy per prompt."""
+    clip = cut_clip(fit_frames(frames, run.height, run.width, run.crop, what), keep_end, what,
+                    run.pipe.vae.config.temporal_downsample)
+    return np.broadcast_to(clip[None], (run.count, *clip.shape))
+
+
+def _images(run: _Run, image: np.ndarray | list[np.ndarray]) -> Video:
+    """Images to animate, one per prompt, as one-frame clips (B, 1, H, W, 3)."""
+    images = list(image) if isinstance(image, (list, tuple)) else [image] * run.count
+    if len(images) != run.count:
+        raise UserError(f"{len(images)} images for {run.count} prompts")
+    return np.stack([fit_frames(np.asarray(i)[None], run.height, run.width, run.crop, "the image")
+                     for i in images])
+
+
+def _room(given: int, frames: int, what: str) -> None:
+    if given >= frames:
+        raise UserError(f"{what} of {given} frames leaves nothing to generate in an output of "
+                        f"{frames} frames: pass --frames above {given} (1 + 4k)")
+
+
+def generate(pipe: TextToVideoPipeline, task: Task, sizes: list[tuple[int, int, int]],
+             sampling: Sampling) -> list[np.ndarray]:
+    """The videos (T, H, W, 3) uint8 of one call with given frames, one per prompt."""
+    task.check()
+    if len(set(sizes)) != 1:
+        raise UserError("given frames take one size for all prompts")
+    frames, height, width = sizes[0]
+    window = frames if task.strength is not None else task.window or pipe.default_size[0]
+    pipe.latent_shape((window, height, width))  # a window the VAE and DiT can take
+    run = _Run(pipe, sampling, len(sizes), height, width, window, task.overlap, task.crop)
+    if task.strength is not None:
+        return list(_edit(run, _clip(run, task.video, False, "--video"), task.strength))
+    if task.extend == "backward":
+        tail = _clip(run, task.video, True, "--video")
+        _room(tail.shape[1], frames, "--video")
+        return list(_backward(run, frames, tail))
+    head, tail = None, None
+    if task.connect is not None:
+        head = _clip(run, task.connect[0], False, "--connect A")
+        tail = _clip(run, task.connect[1], True, "--connect B")
+        _room(head.shape[1] + tail.shape[1] - 1, frames, "--connect A and B")
+    elif task.video is not None:
+        head = _clip(run, task.video, False, "--video")
+    elif task.image is not None:
+        head = _images(run, task.image)
+    if head is not None:
+        _room(head.shape[1], frames, "--image" if task.image is not None else "--video")
+    video = _forward(run, frames, head, tail)
+    return list(_loop(run, video) if task.loop else video)
+
+
+def as_task(task: Task | None, first_frame: np.ndarray | list[np.ndarray] | None) -> Task | None:
+    """The call's task; `first_frame` is shorthand for Task(image=first_frame)."""
+    if first_frame is None:
+        return task
+    if task is not None:
+        raise UserError("pass first_frame or task, not both")
+    return Task(image=first_frame)

@@ -1,0 +1,166 @@
+"""Given frames (conditioning.py) on a tiny random pipeline: animate, extend, long, loop, connect,
+edit; the mechanics (held latents, shapes, seams, flat memory), not quality."""
+
+import numpy as np
+import pytest
+import torch
+
+from zoetrope.cli import main
+from zoetrope.conditioning import Task, encode, roundtrip
+from zoetrope.data.video import read_video, write_video
+from zoetrope.errors import UserError
+
+from test_pipeline import PROMPT, tiny_pipeline  # window: 9 frames (3 latent frames) of 16x16
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return tiny_pipeline()
+
+
+def clip(frames: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (frames, 16, 16, 3), dtype=np.uint8)
+
+
+def make(pipe, task: Task, seed: int = 0, steps=None, **kw):
+    """Frames (T, H, W, 3) and every step's StepInfo."""
+    steps = [] if steps is None else steps
+    out = pipe(PROMPT, task=task, seed=seed, progress=False, callback=steps.append, **kw)
+    return out.frames[0], steps
+
+
+def test_extend_forward_holds_the_clip_exactly_and_continues_it(pipe):
+    given = clip(5)
+    a, steps = make(pipe, Task(video=given, extend="forward"), seed=1)
+    b, _ = make(pipe, Task(video=given, extend="forward"), seed=2)
+    back = roundtrip(pipe, given[None])[0]
+    assert a.shape == (9, 16, 16, 3)
+    assert np.array_equal(a[:5], back) and np.array_equal(b[:5], back)  # the VAE's round trip
+    assert not np.array_equal(a[5:], b[5:])
+    held = encode(pipe, given[None])[0]  # (C, 2, 4, 4): tokens of latent frames 0, 1
+    for info in steps:  # fed at t = 0 and never changed
+        kept = info.t == 0
+        assert kept.sum() == 2 * 4 * 4 // 4  # 2 latent frames x (4 x 4) / (2 x 2) patches
+        torch.testing.assert_close(info.x[kept].sum(), held.sum(), rtol=0, atol=1e-4)
+
+
+def test_extend_backward_holds_the_clip_latents_at_the_end(pipe):
+    given = clip(5)
+    steps = []
+    out, _ = make(pipe, Task(video=given, extend="backward"), steps=steps, num_frames=9)
+    assert out.shape == (9, 16, 16, 3)
+    tokens = encode(pipe, given[None])[0, :, 1:]  # its latent frame 1 (frames 1..4), at the end
+    kept = steps[-1].t == 0
+    assert kept.sum() == 4 and kept[-4:].all()
+    torch.testing.assert_close(steps[-1].x[kept].sum(), tokens.sum(), rtol=0, atol=1e-4)
+
+
+def test_animate_starts_with_the_image(pipe):
+    image = clip(1)[0]
+    a, _ = make(pipe, Task(image=image), seed=1)
+    assert np.array_equal(a[:1], roundtrip(pipe, image[None, None])[0])
+    old = pipe(PROMPT, first_frame=image, seed=1, progress=False).frames[0]
+    assert np.array_equal(a, old)  # first_frame is Task(image=...)
+
+
+def test_long_clip_is_window_after_window_with_flat_memory(pipe):
+    steps = []
+    out, _ = make(pipe, Task(window=9), steps=steps, num_frames=33)
+    assert out.shape == (33, 16, 16, 3)
+    assert {info.x.shape[0] for info in steps} == {3 * 4 * 4 // 4}  # every call: one window
+    assert len(steps) == 7 * steps[0].total  # 33 = 9 + 6 x 4 new frames: seven windows
+    first, _ = make(pipe, None, num_frames=9)
+    assert np.array_equal(out[:9], first)  # the first window is a plain 9-frame clip
+    for info in steps[steps[0].total:]:  # later windows hold 2 latent frames: the last 5 frames
+        assert (info.t[:8] == 0).all() and (info.t[8:] > 0).all()
+    second = steps[steps[0].total].x[:8]  # the seam: the first window's frames 4..8, encoded
+    torch.testing.assert_close(second.sum(), encode(pipe, first[None, 4:9])[0].sum(), rtol=0,
+                               atol=1e-4)
+
+
+def test_loop_remakes_the_end_so_it_leads_into_the_start(pipe):
+    plain, _ = make(pipe, Task(window=9), num_frames=17)
+    steps = []
+    looped, _ = make(pipe, Task(loop=True, window=9), steps=steps, num_frames=17)
+    assert looped.shape == plain.shape == (17, 16, 16, 3)
+    assert np.array_equal(looped[:13], plain[:13])  # the remade window starts at 17 + 4 - 9 = 12
+    assert not np.array_equal(looped[13:], plain[13:])
+    last = steps[-1]  # it holds frame 12 first and frames 0..3 last: 1 + 1 latent frames held
+    assert (last.t[:4] == 0).all() and (last.t[4:8] > 0).all() and (last.t[8:] == 0).all()
+
+
+def test_connect_starts_as_a_and_ends_holding_b(pipe):
+    a, b = clip(5, 1), clip(5, 2)
+    steps = []
+    out, _ = make(pipe, Task(connect=(a, b), window=13), steps=steps, num_frames=13)
+    assert out.shape == (13, 16, 16, 3)
+    assert np.array_equal(out[:5], roundtrip(pipe, a[None])[0])
+    kept = steps[-1].t == 0
+    torch.testing.assert_close(steps[-1].x[-4:].sum(), encode(pipe, b[None])[0, :, 1:].sum(),
+                               rtol=0, atol=1e-4)
+    assert kept[:8].all() and kept[-4:].all() and not kept[8:12].any()
+
+
+def test_edit_starts_its_grid_at_the_strength(pipe):
+    given = clip(9)
+    steps = []
+    light, _ = make(pipe, Task(video=given, strength=0.3), steps=steps, restarts=0)
+    assert light.shape == (9, 16, 16, 3)
+    assert float(steps[0].t.max()) == pytest.approx(0.3) and len(steps) == 1  # round(2 x 0.3)
+    faint, _ = make(pipe, Task(video=given, strength=1e-4))
+    back = roundtrip(pipe, given[None])[0].astype(int)
+    assert np.abs(faint.astype(int) - back).max() <= 2  # barely noised: the round trip
+    full, _ = make(pipe, Task(video=given, strength=1.0))
+    assert np.abs(full.astype(int) - back).mean() > 5
+
+
+@pytest.mark.parametrize("task, kw, message", [
+    (Task(extend="forward"), {}, "--extend needs --video"),
+    (Task(video=clip(5)), {}, "--video needs --extend"),
+    (Task(image=clip(1)[0], video=clip(5), extend="forward"), {}, "--image and --video conflict"),
+    (Task(video=clip(5), strength=1.5), {}, r"--strength must be in \(0, 1\]"),
+    (Task(video=clip(9), extend="forward"), {"num_frames": 9}, "leaves nothing to generate"),
+    (Task(video=clip(5), extend="backward"), {"num_frames": 5}, "leaves nothing to generate"),
+    (Task(image=np.zeros((16, 32, 3), np.uint8)), {}, "another aspect ratio.*--crop"),
+    (Task(image=clip(1)[0]), {"height": 18}, "height=18"),
+    (Task(loop=True, connect=(clip(5), clip(5))), {}, "conflict"),
+])
+def test_what_cannot_work_is_one_line(pipe, task, kw, message):
+    with pytest.raises(UserError, match=message) as e:
+        pipe(PROMPT, task=task, seed=0, progress=False, **kw)
+    assert "\n" not in str(e.value)
+
+
+def test_crop_takes_another_aspect_ratio(pipe):
+    wide = np.zeros((16, 32, 3), np.uint8)
+    assert make(pipe, Task(image=wide, crop=True))[0].shape == (9, 16, 16, 3)
+
+
+def test_cli_tasks_write_clips_and_bad_ones_nothing(tmp_path, capsys, monkeypatch):
+    pipe = tiny_pipeline()
+    model = tmp_path / "model"
+    pipe.save_pretrained(model)
+    write_video(tmp_path / "a.mp4", clip(5, 1), 8)
+    write_video(tmp_path / "b.mp4", clip(5, 2), 8)
+    write_video(tmp_path / "first.png", clip(1), 8)
+    base = [PROMPT, "--model", str(model), "--seed", "0"]
+    for name, flags in [("animate", ["--image", str(tmp_path / "first.png")]),
+                        ("forward", ["--video", str(tmp_path / "a.mp4"), "--extend", "forward",
+                                     "--frames", "13"]),
+                        ("long", ["--frames", "25"]), ("loop", ["--loop"]),
+                        ("connect", ["--connect", str(tmp_path / "first.png"),
+                                     str(tmp_path / "b.mp4")]),
+                        ("edit", ["--video", str(tmp_path / "a.mp4"), "--strength", "0.5"])]:
+        out = tmp_path / f"{name}.mp4"
+        assert main(["generate", *base, *flags, "-o", str(out)]) == 0
+        assert len(read_video(out)[0]) == {"forward": 13, "long": 25, "edit": 5}.get(name, 9)
+    capsys.readouterr()
+    for flags, message in [(["--extend", "forward"], "--extend needs --video"),
+                           (["--video", str(tmp_path / "a.mp4"), "--extend", "forward",
+                             "--frames", "5"], "leaves nothing to generate"),
+                           (["--image", str(tmp_path / "first.png"), "--loop", "--video",
+                             str(tmp_path / "a.mp4")], "conflict")]:
+        out = tmp_path / "bad.mp4"
+        assert main(["generate", *base, *flags, "-o", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1 and not out.exists()
