@@ -25,8 +25,8 @@ Conventions:
 - Guidance applies where the time the sampler passes (t in [0, 1], every sampler alike) lies in
   `diffusion.guidance_interval`; a DiT call with no token inside it runs the conditional branch
   alone.
-- `first_frame` (image-to-video): the image is encoded by the VAE and its latent frame is fed clean,
-  with t = 0, through the samplers' keep-mask (the causal VAE's latent frame 0 is pixel frame 0).
+- Given frames (`task`, `first_frame`): `conditioning` encodes them and holds their latent frames
+  clean, with t = 0, through the samplers' keep mask, window after window (`sample` is one window).
 """
 
 from __future__ import annotations
@@ -47,6 +47,8 @@ from .data.video import SUPPORTED_WRITE, VideoError, resize_crop, write_video
 from .diffusion import (Callback, ModelFn, Noise, StepInfo, build_denoiser,
                         classifier_free_guidance, generator_noise, model_calls, queued_noise,
                         resolution_shift, sampler_from_config, sampling_grid)
+from .conditioning import (Given, Sampling, Task, as_task, edit_grid, generate, hold_given,
+                           output_frames)
 from .dit import DiT
 from .errors import UserError
 from .patches import Packed, concat, pack, unpack
@@ -211,12 +213,17 @@ class TextToVideoPipeline:
                  seed: int | None = None, generator: torch.Generator | None = None,
                  sizes: Sequence[Sequence[int]] | None = None, progress: bool = True,
                  first_frame: np.ndarray | list[np.ndarray] | None = None,
-                 restarts: int | None = None, callback: Callback | None = None) -> VideoOutput:
+                 restarts: int | None = None, callback: Callback | None = None,
+                 task: Task | None = None) -> VideoOutput:
         """Generate one video per prompt; see the module docstring for sizes, seeds and guidance.
 
         `callback(StepInfo)` runs after every DiT step (step, total, times, latent, x0 estimate).
+        `task` (`conditioning.Task`) gives frames: animate, extend, long clips, loop, connect,
+        edit; `first_frame` is `Task(image=first_frame)`.
         """
         prompts = _as_prompts(prompt)
+        task = as_task(task, first_frame)
+        num_frames = num_frames if task is None else output_frames(task, num_frames)
         pixel_sizes = self.prepare_sizes(len(prompts), num_frames, height, width, sizes)
         shapes = [self.latent_shape(s) for s in pixel_sizes]
         steps = num_inference_steps
@@ -234,16 +241,15 @@ class TextToVideoPipeline:
         with torch.inference_mode():
             with _timed(seconds, "text", self.device):
                 text, mask = self.encode_text(prompts + negatives)
-            with _timed(seconds, "denoise", self.device):
-                packed, keep, renoise = self.prepare_latents(shapes, generator, first_frame,
-                                                             pixel_sizes, config.restarts)
-                grid = sampling_grid(config, steps, self._token_shift(packed))
-                # restart noise as drawn ahead, then (DDPM, DDIM) fresh draws from the generator
-                noise = queued_noise(renoise, generator_noise(packed.tokens, generator))
-                tokens = self.denoise(packed, keep, text, mask, grid, scale, noise, progress,
-                                      callback)
-            with _timed(seconds, "decode", self.device):
-                videos = self.decode(packed.with_tokens(tokens))
+            sampling = Sampling(text, mask, generator, steps, scale, config, progress, callback)
+            if task is not None:  # windows that hold given frames, each decoded as it is made
+                with _timed(seconds, "denoise", self.device):
+                    videos = generate(self, task, pixel_sizes, sampling)
+            else:
+                with _timed(seconds, "denoise", self.device):
+                    packed = self.sample(shapes, sampling)
+                with _timed(seconds, "decode", self.device):
+                    videos = self.decode(packed)
         seconds["total"] = sum(seconds.values())
         same = len({v.shape for v in videos}) == 1
         return VideoOutput(np.stack(videos) if same else videos, self.fps, seed, seconds)
@@ -264,11 +270,9 @@ class TextToVideoPipeline:
         text, mask = self.text_encoder(prompts)
         return text.to(self.device), mask.to(self.device)
 
-    def prepare_latents(self, shapes: list[Shape], generator: torch.Generator,
-                        first_frame: np.ndarray | list[np.ndarray] | None = None,
-                        pixel_sizes: list[Size] | None = None, restarts: int = 0,
-                        ) -> tuple[Packed, Tensor | None, list[Tensor]]:
-        """Packed noise, the keep-mask of clean given tokens, and each restart round's noise (N, D).
+    def prepare_latents(self, shapes: list[Shape], generator: torch.Generator, restarts: int = 0,
+                        ) -> tuple[Packed, list[Tensor]]:
+        """Packed noise and each restart round's noise (N, D).
 
         Each sample draws all its noise at once, in prompt order, from the CPU generator, so a
         sample's video does not depend on the prompts after it.
@@ -278,31 +282,22 @@ class TextToVideoPipeline:
         packed = pack([d[0] for d in draws], patch).to(self.device)
         renoise = [pack([d[r] for d in draws], patch).tokens.to(self.device)
                    for r in range(1, 1 + restarts)]
-        if first_frame is None:
-            return packed, None, renoise
-        clean = self._first_frame_latents(first_frame, shapes, pixel_sizes or [])
-        keep = packed.positions[:, 0] == 0  # tokens of latent frame 0 (temporal patch size 1)
-        tokens = pack(clean, self.dit.config.patch_size).tokens.to(self.device)
-        return packed.with_tokens(torch.where(keep[:, None], tokens, packed.tokens)), keep, renoise
+        return packed, renoise
 
-    def _first_frame_latents(self, first_frame: np.ndarray | list[np.ndarray], shapes: list[Shape],
-                             pixel_sizes: list[Size]) -> list[Tensor]:
-        """Latents (C, t, h, w) holding each encoded first frame in latent frame 0 (zeros after)."""
-        several = isinstance(first_frame, (list, tuple))
-        images = list(first_frame) if several else [first_frame] * len(shapes)
-        if len(images) != len(shapes):
-            raise UserError(f"first_frame has {len(images)} images for {len(shapes)} prompts")
-        if self.dit.config.patch_size[0] != 1:
-            raise UserError("first_frame needs a DiT with temporal patch size 1")
-        out = []
-        for image, shape, (_, height, width) in zip(images, shapes, pixel_sizes):
-            if shape[1] < 2:
-                raise UserError("first_frame with num_frames=1 leaves nothing to generate")
-            pixels = _image_to_pixels(image, height, width).to(self.device)  # (1, 3, 1, H, W)
-            latent = torch.zeros(shape, device=self.device)
-            latent[:, :1] = self.vae.encode_latent(pixels)[0]  # (C, 1, h, w)
-            out.append(latent)
-        return out
+    def sample(self, shapes: list[Shape], s: Sampling, given: list[Given] | None = None,
+               strength: float | None = None) -> Packed:
+        """Noise -> clean packed latents of `shapes`. `given` latent frames are held clean at
+        t = 0; `strength` starts from the given latents noised to it (SDEdit; `conditioning`)."""
+        packed, renoise = self.prepare_latents(shapes, s.generator, s.config.restarts)
+        shift = self._token_shift(packed)
+        grid = (sampling_grid(s.config, s.steps, shift) if strength is None
+                else edit_grid(s.config, s.steps, shift, strength))
+        packed, keep = hold_given(packed, given, s.config, None if strength is None else grid[0])
+        # restart noise as drawn ahead, then (DDPM, DDIM) fresh draws from the generator
+        noise = queued_noise(renoise, generator_noise(packed.tokens, s.generator))
+        tokens = self.denoise(packed, keep, s.text, s.mask, grid, s.scale, noise, s.progress,
+                              s.callback)
+        return packed.with_tokens(tokens)
 
     def denoise(self, packed: Packed, keep: Tensor | None, text: Tensor, mask: Tensor, grid: Tensor,
                 scale: float, noise: Noise, progress: bool = True,
@@ -374,17 +369,6 @@ def to_uint8(pixels: Tensor) -> list[np.ndarray]:
     """Pixels (B, 3, T, H, W) in [-1, 1] (clamped) -> B uint8 arrays (T, H, W, 3)."""
     frames = ((pixels.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     return list(frames.permute(0, 2, 3, 4, 1).cpu().numpy())
-
-
-def _image_to_pixels(image: np.ndarray, height: int, width: int) -> Tensor:
-    """uint8 (H, W, 3) image -> (1, 3, 1, height, width) in [-1, 1], resized and centre-cropped."""
-    image = np.asarray(image)
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
-        raise UserError(f"first_frame must be uint8 (H, W, 3), "
-                        f"got {image.dtype} {tuple(image.shape)}")
-    image = resize_crop(image[None], height, width)[0]
-    pixels = torch.from_numpy(np.ascontiguousarray(image)).float() / 127.5 - 1  # (H, W, 3)
-    return pixels.permute(2, 0, 1)[None, :, None]
 
 
 def _as_prompts(prompt: str | list[str]) -> list[str]:
