@@ -233,6 +233,24 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Train a grid of runs, measure each, fit the scaling law; rerunning resumes."""
+    from .sweep import sweep
+    from .train import Interrupted
+
+    try:
+        report = sweep(args.recipe, args.grid, args.out, args.overrides, progress=not args.quiet)
+    except Interrupted as e:
+        print(f"zoetrope sweep: {e}", file=sys.stderr)
+        return 128 + int(e.signum)
+    fit = report["fits"]["heldout_loss"]["fit"]
+    done = len(report["runs"]) - len(report["failed"])
+    print(f"{done} of {len(report['runs'])} runs done"
+          + (f", fitted exponent b = {fit['b']:.3f}" if fit else "")
+          + f"; reports in {args.out}/scaling.md")
+    return 1 if report["failed"] else 0
+
+
 def _parse_size(text: str) -> tuple[int, int, int]:
     """'FRAMESxHEIGHTxWIDTH' (e.g. 17x64x64) -> (frames, height, width)."""
     import re
@@ -358,6 +376,20 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_train, accepts_overrides=True)
 
 
+def _add_sweep(sub: argparse._SubParsersAction) -> None:
+    """`zoetrope sweep RECIPE --grid GRID.toml --out DIR [--a.b=value ...]`."""
+    p = sub.add_parser("sweep", help="train a grid of runs and fit loss against compute",
+                       description="Train every run of a grid (sizes x steps x lr x batch size) "
+                                   "from a recipe, measure each on held-out clips, and write "
+                                   "DIR/scaling.json, .md and .png. Rerunning resumes; extra "
+                                   "--section.key=value arguments override the recipe.")
+    p.add_argument("recipe", help="TOML recipe, e.g. configs/tiny.toml")
+    p.add_argument("--grid", required=True, help="TOML grid, e.g. configs/tiny-grid.toml")
+    p.add_argument("--out", required=True, help="sweep directory (runs/, scaling.*)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_sweep, accepts_overrides=True)
+
+
 def _add_generate(sub: argparse._SubParsersAction) -> None:
     """`zoetrope generate PROMPT`."""
     p = sub.add_parser("generate", help="generate a video from a text prompt")
@@ -448,8 +480,8 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zoetrope", description="Open text-to-video: VAE + packed DiT.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_info, _add_critique, _add_eval, _add_train, _add_generate, _add_encode,
-                _add_serve, _add_convert):
+    for add in (_add_info, _add_critique, _add_eval, _add_train, _add_sweep, _add_generate,
+                _add_encode, _add_serve, _add_convert):
         add(sub)
     return parser
 

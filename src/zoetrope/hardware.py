@@ -124,3 +124,34 @@ def default_num_workers(device: torch.device, ranks_per_node: int = 1) -> int:
     if device.type == "cuda":
         return min(8, share - 1)
     return min(4, share // 8)
+
+
+def resolve_device(name: str, setting: str = "device") -> torch.device:
+    """A device name ("auto", "cpu", "cuda", "cuda:1", "mps") -> a torch.device that exists here.
+
+    "auto" takes CUDA when available, else the CPU. A name torch does not know, a CUDA device on
+    a build or machine without one, or an index past the last device is a one-line UserError
+    naming `setting` (e.g. "--device").
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise UserError(f"{setting} {name!r} is not a device; use cpu, cuda, cuda:N, mps "
+                        f"or auto") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA " \
+                  "device is visible (driver, CUDA_VISIBLE_DEVICES)"
+            raise UserError(f"{setting} {name!r}: {why}; use cpu or auto")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise UserError(f"{setting} {name!r}: there {'is' if count == 1 else 'are'} only "
+                            f"{count} CUDA device{'s' if count != 1 else ''} (cuda:0 .. "
+                            f"cuda:{count - 1})")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"{setting} {name!r}: MPS is not available here; use cpu or auto")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise UserError(f"{setting} {name!r}: zoetrope runs on cpu, cuda or mps")
+    return device

@@ -31,6 +31,8 @@ Conventions:
 
 from __future__ import annotations
 
+import math
+import secrets
 import sys
 import time
 from contextlib import contextmanager
@@ -50,7 +52,9 @@ from .diffusion import (Callback, ModelFn, Noise, StepInfo, build_denoiser,
 from .conditioning import (Given, Sampling, Task, as_task, edit_grid, generate, hold_given,
                            output_frames)
 from .dit import DiT
+from . import checks, memory
 from .errors import UserError
+from .log import warn
 from .patches import Packed, concat, pack, unpack
 from .weights import PipelineSettings, read_pipeline, save_pipeline
 
@@ -198,12 +202,13 @@ class TextToVideoPipeline:
                 raise UserError("pass either sizes or num_frames/height/width, not both")
             if len(sizes) != count:
                 raise UserError(f"sizes has {len(sizes)} entries for {count} prompts")
-            out = [tuple(int(v) for v in s) for s in sizes]
-            if any(len(s) != 3 for s in out):
+            if any(len(s) != 3 for s in sizes):
                 raise UserError("each entry of sizes must be (frames, height, width)")
-            return out  # type: ignore[return-value]
-        given = (num_frames, height, width)
-        return [tuple(d if v is None else int(v) for v, d in zip(given, self.default_size))] * count
+            return [tuple(checks.integer(f"sizes[{i}]", v, low=1) for v in s)  # type: ignore[misc]
+                    for i, s in enumerate(sizes)]
+        given = [d if v is None else checks.integer(name, v, low=1) for name, v, d in
+                 zip(("num_frames", "height", "width"), (num_frames, height, width), self.default_size)]
+        return [tuple(given)] * count  # type: ignore[list-item]
 
     # -- generation -----------------------------------------------------------------------------
 
@@ -214,29 +219,32 @@ class TextToVideoPipeline:
                  sizes: Sequence[Sequence[int]] | None = None, progress: bool = True,
                  first_frame: np.ndarray | list[np.ndarray] | None = None,
                  restarts: int | None = None, callback: Callback | None = None,
-                 task: Task | None = None) -> VideoOutput:
+                 force: bool = False, task: Task | None = None) -> VideoOutput:
         """Generate one video per prompt; see the module docstring for sizes, seeds and guidance.
 
         `callback(StepInfo)` runs after every DiT step (step, total, times, latent, x0 estimate).
         `task` (`conditioning.Task`) gives frames: animate, extend, long clips, loop, connect,
         edit; `first_frame` is `Task(image=first_frame)`.
+        A request whose memory estimate (`memory.generation_bytes`) exceeds what the device has
+        available is refused before any work, unless `force`.
         """
         prompts = _as_prompts(prompt)
         task = as_task(task, first_frame)
         num_frames = num_frames if task is None else output_frames(task, num_frames)
         pixel_sizes = self.prepare_sizes(len(prompts), num_frames, height, width, sizes)
         shapes = [self.latent_shape(s) for s in pixel_sizes]
-        steps = num_inference_steps
-        if steps is None:
-            steps = self.diffusion.num_inference_steps
-        if steps < 1:
-            raise UserError(f"num_inference_steps must be at least 1, got {steps}")
-        scale = self.diffusion.guidance_scale if guidance_scale is None else float(guidance_scale)
+        steps = checks.integer("num_inference_steps", self.diffusion.num_inference_steps
+                               if num_inference_steps is None else num_inference_steps, low=1)
+        scale = checks.real("guidance_scale", self.diffusion.guidance_scale
+                            if guidance_scale is None else guidance_scale)
         negatives = self._negatives(negative_prompt, len(prompts)) if scale != 1 else []
         # an override is checked by DiffusionConfig, like the pipeline's own setting
         config = (self.diffusion if restarts is None else
-                  replace(self.diffusion, restarts=int(restarts)))
+                  replace(self.diffusion, restarts=checks.integer("restarts", restarts, low=0)))
+        if not force:
+            self.check_memory(shapes, pixel_sizes, guided=scale != 1)
         generator, seed = _generator(seed, generator)
+        self._warn_unknown_words(prompts + negatives)
         seconds: dict[str, float] = {}
         with torch.inference_mode():
             with _timed(seconds, "text", self.device):
@@ -254,12 +262,33 @@ class TextToVideoPipeline:
         same = len({v.shape for v in videos}) == 1
         return VideoOutput(np.stack(videos) if same else videos, self.fps, seed, seconds)
 
+    def check_memory(self, shapes: list[Shape], pixel_sizes: list[Size], guided: bool) -> None:
+        """Refuse, in one line with the estimate and the limit, a request the device cannot hold."""
+        patch = self.dit.config.patch_size
+        tokens = [math.prod(n // p for n, p in zip(shape[1:], patch)) for shape in shapes]
+        needed = memory.generation_bytes(tokens, self.dit.config.dim, pixel_sizes, guided,
+                                         memory.decoder_channels(self.vae))
+        largest = "x".join(map(str, max(pixel_sizes, key=math.prod)))
+        what = f"{len(shapes)} video{'s' if len(shapes) > 1 else ''} of up to {largest}"
+        memory.check_fits(needed, self.device, what)
+
+    def _warn_unknown_words(self, prompts: list[str]) -> None:
+        """One warning line naming the prompt words the text encoder reads as unknown."""
+        unknown_words = getattr(self.text_encoder, "unknown_words", None)
+        words = unknown_words(prompts) if unknown_words is not None else []
+        if words:
+            warn(f"words the text encoder does not know, read as <unk>: {', '.join(words)}")
+
     def _negatives(self, negative_prompt: str | list[str] | None, count: int) -> list[str]:
         """One unconditional prompt per prompt (default: the pipeline's negative_prompt)."""
         if negative_prompt is None:
             negative_prompt = self.negative_prompt
         if isinstance(negative_prompt, str):
             return [negative_prompt] * count
+        if not isinstance(negative_prompt, (list, tuple)) or not all(
+                isinstance(p, str) for p in negative_prompt):
+            raise UserError(f"negative_prompt must be a string or a list of strings, "
+                            f"got {negative_prompt!r}")
         if len(negative_prompt) != count:
             raise UserError(f"negative_prompt has {len(negative_prompt)} entries "
                             f"for {count} prompts")
@@ -317,9 +346,13 @@ class TextToVideoPipeline:
                 callback(info)
 
         try:
-            return sampler(denoiser, packed.tokens, grid, noise, report, keep)
+            tokens = sampler(denoiser, packed.tokens, grid, noise, report, keep)
         finally:
             bar.close()
+        if not torch.isfinite(tokens).all():  # would decode to a black or garbage video
+            raise UserError(f"sampling produced NaN or infinite values (guidance_scale={scale}: "
+                            f"a smaller scale may help; otherwise the model's weights are broken)")
+        return tokens
 
     def _token_shift(self, packed: Packed) -> float | Tensor:
         """The flow's SD3 time shift of each sample's token count: one number, or one per token
@@ -373,7 +406,11 @@ def to_uint8(pixels: Tensor) -> list[np.ndarray]:
 
 def _as_prompts(prompt: str | list[str]) -> list[str]:
     """A prompt or a list of prompts -> a non-empty list of non-empty strings."""
+    if not isinstance(prompt, (str, list, tuple)):
+        raise UserError(f"prompt must be a string or a list of strings, got {prompt!r}")
     prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+    if not all(isinstance(p, str) for p in prompts):
+        raise UserError(f"prompt must be a string or a list of strings, got {prompt!r}")
     bad = [p for p in prompts if not isinstance(p, str) or not p.strip()]
     if bad or not prompts:
         raise UserError(f"empty prompt {bad[0] if bad else []!r}; describe the video to generate")
@@ -389,12 +426,9 @@ def _generator(seed: int | None, generator: torch.Generator | None
         if generator.device.type != "cpu":
             raise UserError("generator must be a CPU torch.Generator (noise is drawn on the CPU)")
         return generator, None
-    generator = torch.Generator()
-    if seed is None:
-        seed = generator.seed()  # fresh randomness, reported so the video can be made again
-    else:
-        generator.manual_seed(seed)
-    return generator, seed
+    # a fresh seed is drawn in the range a user can pass back (torch's own may be >= 2**63)
+    seed = secrets.randbelow(checks.SEED_MAX + 1) if seed is None else checks.seed("seed", seed)
+    return torch.Generator().manual_seed(seed), seed
 
 
 @contextmanager

@@ -146,6 +146,11 @@ class ToyTextEncoder(TextEncoder):
             ids[b, : len(r)] = torch.tensor(r)
         return ids, ids != PAD
 
+    def unknown_words(self, prompts: list[str]) -> list[str]:
+        """Words of `prompts` outside the vocabulary (read as <unk>), each once, in order."""
+        words = (w for p in prompts for w in split_words(p))
+        return list(dict.fromkeys(w for w in words if w not in self.index))
+
     def forward(self, prompts: list[str]) -> tuple[Tensor, Tensor]:
         ids, mask = self.tokenize(prompts)
         ids, mask = ids.to(self.pos_embed.device), mask.to(self.pos_embed.device)
