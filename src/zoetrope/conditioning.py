@@ -184,7 +184,7 @@ def cut_clip(frames: np.ndarray, keep_end: bool, what: str, temporal: int = 4) -
 
 def encode(pipe: TextToVideoPipeline, video: Video) -> Tensor:
     """uint8 (B, T, H, W, 3) -> latents (B, C, t, h, w) on the pipeline's device."""
-    pixels = torch.from_numpy(np.ascontiguousarray(video)).to(pipe.device).float() / 127.5 - 1
+    pixels = torch.from_numpy(np.array(video)).to(pipe.device).float() / 127.5 - 1  # a copy: writable
     return pipe.vae.encode_latent(pixels.permute(0, 4, 1, 2, 3)).float()
 
 
