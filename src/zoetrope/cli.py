@@ -11,8 +11,10 @@ import argparse
 import errno
 import json
 import sys
-from typing import Callable, Sequence
+from typing import Callable, NoReturn, Sequence
 
+from . import checks
+from .checks import SEED_MAX
 from .errors import UserError
 
 
@@ -57,9 +59,8 @@ def cmd_generate(args: argparse.Namespace) -> None:
     import re
     from pathlib import Path
 
-    import torch
-
     from .data.video import SUPPORTED_WRITE
+    from .hardware import resolve_device
     from .pipeline import BUNDLED_MODEL, TextToVideoPipeline
 
     if args.class_label:
@@ -81,14 +82,12 @@ def cmd_generate(args: argparse.Namespace) -> None:
     if not args.model and not (model / "pipeline.json").is_file():
         raise FileNotFoundError(f"the bundled model is not installed (looked in {model}); "
                                 f"pass --model DIR with a pipeline directory")
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(args.device, "--device")
     pipe = TextToVideoPipeline.from_pretrained(model).to(device)
     video = pipe(args.prompt, negative_prompt=args.negative, num_frames=args.frames,
                  height=height, width=width, num_inference_steps=args.steps,
                  guidance_scale=args.cfg, seed=args.seed, restarts=args.restarts,
-                 task=_task(args))
+                 force=args.force, task=_task(args))
     path = video.save(out)[0]
     frames, h, w = video.frames.shape[1:4]
     print(f"wrote {path} ({frames} frames, {h}x{w}, {video.fps:g} fps, seed {video.seed})")
@@ -116,9 +115,8 @@ def cmd_generate_class(args: argparse.Namespace) -> None:
     """Generate an image grid from class labels with a class-conditional DiT (a converted one)."""
     from pathlib import Path
 
-    import torch
-
     from .class_pipeline import DEFAULT_GUIDANCE, DEFAULT_STEPS, ClassToImagePipeline
+    from .hardware import resolve_device
 
     if not args.model or not args.vae:
         raise UserError("--class-label needs --model (a DiT directory from `zoetrope convert dit`) "
@@ -128,8 +126,7 @@ def cmd_generate_class(args: argparse.Namespace) -> None:
         raise UserError(f"an image grid is written as .png, not {str(out)!r}")
     names = _read_class_names(args.class_names) if args.class_names else {}
     labels = [_class_label(text, names) for text in args.class_label]
-    device = args.device if args.device != "auto" else (
-        "cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(args.device, "--device")
     pipe = ClassToImagePipeline.from_pretrained(args.model, args.vae).to(device)
     channels = "model" if args.guided_channels is None else (
         None if args.guided_channels == "all" else _positive_int(args.guided_channels))
@@ -264,11 +261,10 @@ def cmd_encode(args: argparse.Namespace) -> None:
     """Encode a dataset through a frozen VAE into a latent cache; rerunning continues it."""
     from pathlib import Path
 
-    import torch
-
     from .config import DataConfig
     from .data.cache import encode_dataset
     from .data.factory import build_dataset
+    from .hardware import resolve_device
     from .train.dit_task import load_frozen_vae
 
     sizes = [_parse_size(s) for s in args.size or ["17x64x64"]]
@@ -279,10 +275,7 @@ def cmd_encode(args: argparse.Namespace) -> None:
     if not Path(args.vae).is_dir():
         raise FileNotFoundError(f"--vae {args.vae!r} is not a directory (a trained VAE, e.g. "
                                 f"RUN_DIR/final/vae)")
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    vae = load_frozen_vae(args.vae, torch.device(device))
+    vae = load_frozen_vae(args.vae, resolve_device(args.device, "--device"))
     for size in sizes:  # fail before any work on a size the VAE cannot take
         try:
             vae.latent_shape(*size)
@@ -350,12 +343,14 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     """`zoetrope eval`."""
     p = sub.add_parser("eval", help="generate over the whole vocabulary and critique every clip")
     p.add_argument("--model", help="pipeline directory (default: the bundled model)")
-    p.add_argument("--clips", type=int, default=84, help="number of clips (84 = every prompt once)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--clips", type=_integer(1), default=84,
+                   help="number of clips (84 = every prompt once)")
+    p.add_argument("--seed", type=_integer(0, SEED_MAX), default=0)
     p.add_argument("--size", action="append", help="FRAMESxHEIGHTxWIDTH, repeatable (default: the model's)")
-    p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's)")
-    p.add_argument("--cfg", type=float, default=None, help="guidance scale (default: the model's)")
-    p.add_argument("--restarts", type=int, default=None,
+    p.add_argument("--steps", type=_integer(1), default=None,
+                   help="denoising steps (default: the model's)")
+    p.add_argument("--cfg", type=_real(), default=None, help="guidance scale (default: the model's)")
+    p.add_argument("--restarts", type=_integer(0), default=None,
                    help="restart-sampling rounds after the ODE (default: the model's)")
     p.add_argument("--vocabulary", choices=["shapes", "mnist"], default="shapes")
     p.add_argument("--batch-size", type=int, default=4)
@@ -396,13 +391,16 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("prompt", nargs="?", help='what to show, e.g. "a red circle moving right"')
     p.add_argument("-o", "--output", help="output file: .mp4, .webm, .gif or .png "
                    "(default: outputs/<prompt>.mp4)")
-    p.add_argument("--frames", type=int, help="number of frames, 1 + 4k (1 = an image)")
+    p.add_argument("--frames", type=_integer(1), help="number of frames, 1 + 4k (1 = an image)")
     p.add_argument("--size", help="HEIGHTxWIDTH in pixels, e.g. 64x64")
-    p.add_argument("--steps", type=int, help="denoising steps")
-    p.add_argument("--cfg", type=float, help="classifier-free guidance scale (1 = off)")
-    p.add_argument("--restarts", type=int, help="restart-sampling rounds after the ODE: each jumps "
-                   "back to a low noise level and denoises again (default: the model's)")
-    p.add_argument("--seed", type=int, help="random seed (default: fresh, printed)")
+    p.add_argument("--steps", type=_integer(1), help="denoising steps")
+    p.add_argument("--cfg", type=_real(), help="classifier-free guidance scale (1 = off)")
+    p.add_argument("--restarts", type=_integer(0), help="restart-sampling rounds after the ODE: "
+                   "each jumps back to a low noise level and denoises again (default: the model's)")
+    p.add_argument("--seed", type=_integer(0, SEED_MAX), help="random seed, 0 .. 2^63 - 1 "
+                   "(default: fresh, printed)")
+    p.add_argument("--force", action="store_true", help="generate even when the memory estimate "
+                   "exceeds the memory available")
     p.add_argument("--image", metavar="FIRST.png", help="animate: the output starts with this image")
     p.add_argument("--video", metavar="CLIP.mp4", help="a clip to continue (--extend) or edit "
                    "(--strength)")
@@ -454,7 +452,8 @@ def _add_encode(sub: argparse._SubParsersAction) -> None:
                    help="clip sizes FRAMESxHEIGHTxWIDTH, one drawn per sample (default 17x64x64)")
     p.add_argument("--fps", type=float, help="frame rate to read folder clips at (default: each "
                    "clip's own)")
-    p.add_argument("--seed", type=int, default=0, help="dataset seed (use the training seed)")
+    p.add_argument("--seed", type=_integer(0, SEED_MAX), default=0,
+                   help="dataset seed (use the training seed)")
     p.add_argument("--two-objects", action="store_true", help="shapes: sometimes two objects")
     p.add_argument("--batch-size", type=int, default=8, help="clips per VAE call (default 8)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
@@ -477,8 +476,37 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_serve)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line, like every other user error of the CLI."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _integer(low: int | None = None, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer in [low, high]; argparse names the flag in the error."""
+    def parse(text: str) -> int:
+        try:
+            return checks.integer("the value", int(text), low, high)
+        except ValueError as e:  # int("2.5"), or a UserError from the range check
+            raise argparse.ArgumentTypeError(
+                str(e) if isinstance(e, UserError) else f"expected an integer, got {text!r}")
+    return parse
+
+
+def _real() -> Callable[[str], float]:
+    """An argparse type: a finite number (not nan or inf)."""
+    def parse(text: str) -> float:
+        try:
+            return checks.real("the value", float(text))
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(
+                str(e) if isinstance(e, UserError) else f"expected a number, got {text!r}")
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="zoetrope", description="Open text-to-video: VAE + packed DiT.")
+    parser = _Parser(prog="zoetrope", description="Open text-to-video: VAE + packed DiT.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_info, _add_critique, _add_eval, _add_train, _add_sweep, _add_generate,
                 _add_encode, _add_serve, _add_convert):
@@ -491,9 +519,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .log import configure
     configure()  # warnings print as `zoetrope: warning: ...`, one line each
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if extra and not getattr(args, "accepts_overrides", False):
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        args, extra = parser.parse_known_args(argv)
+        if extra and not getattr(args, "accepts_overrides", False):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    except SystemExit as e:  # --help, or a bad flag (already reported in one line)
+        return int(e.code or 0)
     args.overrides = extra
     func: Callable[[argparse.Namespace], int | None] = args.func
     try:
