@@ -566,15 +566,21 @@ def apply_overrides(config: Any, overrides: list[str]) -> Any:
     return from_dict(type(config), data)
 
 
+def read_toml(path: str | Path, what: str) -> dict:
+    """A TOML file as a dict; a missing or invalid file is a one-line ConfigError naming `what`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} {str(path)!r} not found")
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{what} {str(path)!r} is not valid TOML: {e}") from None
+
+
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     """Load a TOML recipe (missing sections take defaults) and apply overrides."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"recipe {str(path)!r} not found")
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"recipe {str(path)!r} is not valid TOML: {e}") from None
+    data = read_toml(path, "recipe")
     recipe = data.pop("preset", None)
     old = ["vae_train"] if "vae_train" in data else []
     train = data.get("train") if isinstance(data.get("train"), dict) else {}

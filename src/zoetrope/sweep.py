@@ -50,7 +50,6 @@ import re
 import sys
 import time
 import traceback
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -59,7 +58,7 @@ import torch
 
 from . import scaling
 from .config import (DiTConfig, Recipe, check_ranges, dit_preset, from_dict, load_recipe,
-                     to_dict)
+                     read_toml, to_dict)
 from .errors import UserError, atomic_write_text
 
 HELDOUT_START = 2 * 10**9  # first dataset index of held-out clips (VAE scaling uses 10**9 + i)
@@ -161,13 +160,7 @@ def _values(data: dict, key: str, kind: type, where: str) -> list:
 def load_grid(path: str | Path, base: DiTConfig) -> Grid:
     """Read a grid file; `base`: the recipe's DiT, which size tables start from."""
     path = Path(path)
-    if not path.is_file():
-        raise GridError(f"grid {str(path)!r} not found")
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise GridError(f"grid {str(path)!r} is not valid TOML: {e}") from None
-    where = path.name
+    data, where = read_toml(path, "grid"), path.name
     unknown = [k for k in data if k not in GRID_KEYS]
     if unknown:
         raise GridError(f"{where}: unknown key {unknown[0]!r}; valid keys: {', '.join(GRID_KEYS)}")
@@ -266,21 +259,9 @@ def train_bytes(config: DiTConfig, shapes: list[tuple], recipe: Recipe, world: i
     return params * BYTES_PER_PARAM // shards + 4 * tokens * config.dim * layers * ACTIVATION_WIDTHS
 
 
-def available_bytes(device: torch.device) -> int | None:
-    """Memory free now on `device` (CUDA's free memory, else MemAvailable); None if unknown."""
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024  # reported in kB
-    except OSError:
-        pass
-    return None
-
-
 def check_memory(plan_: Plan, device: torch.device, world: int) -> None:
     """Refuse, in one line with the estimate, a run whose training would not fit."""
+    from .memory import available_bytes
     vae, available = _shape_vae(plan_), available_bytes(device)
     for run, recipe in plan_.runs:
         config, shapes = dit_shapes(recipe, vae, recipe.text.dim)
