@@ -14,7 +14,7 @@ import sys
 from typing import Callable, NoReturn, Sequence
 
 from . import checks
-from .checks import SEED_MAX
+from .checks import MAX_RESTARTS, MAX_STEPS, SEED_MAX
 from .errors import UserError
 
 
@@ -240,11 +240,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     except Interrupted as e:
         print(f"zoetrope sweep: {e}", file=sys.stderr)
         return 128 + int(e.signum)
+    import torch.distributed as dist
     fit = report["fits"]["heldout_loss"]["fit"]
     done = len(report["runs"]) - len(report["failed"])
-    print(f"{done} of {len(report['runs'])} runs done"
-          + (f", fitted exponent b = {fit['b']:.3f}" if fit else "")
-          + f"; reports in {args.out}/scaling.md")
+    if not dist.is_initialized() or dist.get_rank() == 0:  # one summary, not one per process
+        print(f"{done} of {len(report['runs'])} runs done"
+              + (f", fitted exponent b = {fit['b']:.3f}" if fit else "")
+              + f"; reports in {args.out}/scaling.md")
     return 1 if report["failed"] else 0
 
 
@@ -347,10 +349,10 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
                    help="number of clips (84 = every prompt once)")
     p.add_argument("--seed", type=_integer(0, SEED_MAX), default=0)
     p.add_argument("--size", action="append", help="FRAMESxHEIGHTxWIDTH, repeatable (default: the model's)")
-    p.add_argument("--steps", type=_integer(1), default=None,
+    p.add_argument("--steps", type=_integer(1, MAX_STEPS), default=None,
                    help="denoising steps (default: the model's)")
     p.add_argument("--cfg", type=_real(), default=None, help="guidance scale (default: the model's)")
-    p.add_argument("--restarts", type=_integer(0), default=None,
+    p.add_argument("--restarts", type=_integer(0, MAX_RESTARTS), default=None,
                    help="restart-sampling rounds after the ODE (default: the model's)")
     p.add_argument("--vocabulary", choices=["shapes", "mnist"], default="shapes")
     p.add_argument("--batch-size", type=int, default=4)
@@ -393,9 +395,9 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
                    "(default: outputs/<prompt>.mp4)")
     p.add_argument("--frames", type=_integer(1), help="number of frames, 1 + 4k (1 = an image)")
     p.add_argument("--size", help="HEIGHTxWIDTH in pixels, e.g. 64x64")
-    p.add_argument("--steps", type=_integer(1), help="denoising steps")
+    p.add_argument("--steps", type=_integer(1, MAX_STEPS), help="denoising steps")
     p.add_argument("--cfg", type=_real(), help="classifier-free guidance scale (1 = off)")
-    p.add_argument("--restarts", type=_integer(0), help="restart-sampling rounds after the ODE: "
+    p.add_argument("--restarts", type=_integer(0, MAX_RESTARTS), help="restart-sampling rounds after the ODE: "
                    "each jumps back to a low noise level and denoises again (default: the model's)")
     p.add_argument("--seed", type=_integer(0, SEED_MAX), help="random seed, 0 .. 2^63 - 1 "
                    "(default: fresh, printed)")

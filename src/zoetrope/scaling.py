@@ -11,7 +11,7 @@ by least squares on log L (relative errors, so every decade of compute weighs th
 fixed c the best (a, b) is a straight-line fit of log(L - c) on log C, so c is first searched on a
 grid below min L, then (log a, b, c) are refined together by Gauss-Newton. The standard errors are
 those of the Gauss-Newton covariance s^2 (J^T J)^-1 with s^2 = SSE / (n - 3), so they need at least
-four frontier points; with three the fit is exact and has none, with fewer there is no fit.
+four frontier points; three give a fit without them, fewer no fit.
 
 The compute-optimal size for a budget is the size whose own curve (log-log interpolation between
 its runs, never extrapolated) reaches the lowest held-out loss at that compute.

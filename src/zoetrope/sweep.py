@@ -1,4 +1,4 @@
-"""`zoetrope sweep`: a grid of ordinary training runs, each measured the same way, and its scaling law.
+"""`zoetrope sweep`: a grid of ordinary training runs, each measured alike, and their scaling law.
 
 A grid file (TOML) lists what varies; every combination is one run of the recipe's DiT stage:
 
@@ -356,7 +356,8 @@ def measure(run: Run, recipe: Recipe, final: Path, heldout: tuple, grid: Grid) -
     macs /= len(shapes)  # samples draw their size uniformly from the stage's sizes
     by_t = heldout_loss(pipe, *heldout, grid.heldout)
     result = {**describe(run, recipe), "params": count_params(pipe.dit),
-              "forward_flops_per_sample": macs, "train_flops": 3 * macs * cfg.batch_size * cfg.steps,
+              "forward_flops_per_sample": macs,
+              "train_flops": 3 * macs * cfg.batch_size * cfg.steps,
               "heldout_loss": sum(by_t) / len(by_t), "heldout_loss_by_t": by_t}
     if grid.critic.clips:
         critic = critic_metrics(pipe, final.parent / "critic", grid.critic.clips, grid.heldout.seed)
@@ -393,14 +394,20 @@ def run_one(run: Run, recipe: Recipe, out: Path, heldout: tuple | None, grid: Gr
     finally:
         seconds = _add_time(run_dir / "wall_time.json", time.perf_counter() - start) \
             if d.main else 0.0
-    result = None
+    result, failure = None, None
     if d.main:
-        result = {**measure(run, recipe, final, heldout, grid), "wall_time_s": seconds}
+        try:  # rank 0 measures alone; a failure is raised on every rank, after the barrier
+            result = {**measure(run, recipe, final, heldout, grid), "wall_time_s": seconds}
+        except Exception as e:
+            failure = e
+    barrier()
+    if from_main(failure is not None):
+        raise failure or RuntimeError(f"measuring {run.name} failed on rank 0")
+    if d.main:
         atomic_write_text(done, json.dumps(result, indent=2) + "\n")
         (run_dir / "error.txt").unlink(missing_ok=True)
         print(f"sweep: {run.name}: held-out loss {result['heldout_loss']:.4f}, "
               f"{result['train_flops']:.3g} FLOPs, {seconds:.1f} s", flush=True)
-    barrier()
     return from_main(result)
 
 
