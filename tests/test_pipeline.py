@@ -199,7 +199,7 @@ def test_restarts_are_seeded_saved_and_checked(pipe, tmp_path):
     # a batch of two: prompt 0 is the video its seed gives alone, restarts included
     both = run(twice, [PROMPT, "a blue square moving up"]).frames
     assert np.array_equal(both[0], a[0])
-    with pytest.raises(ValueError, match="restarts must be at least 0"):
+    with pytest.raises(ValueError, match="restarts must be between 0 and"):
         run(pipe, restarts=-1)
     with pytest.raises(ConfigError, match="euler sampler"):
         DiffusionConfig(objective="ddpm", sampler="ddim", restarts=1)

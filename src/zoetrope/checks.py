@@ -14,6 +14,11 @@ import numbers
 from .errors import UserError
 
 SEED_MAX = 2**63 - 1  # a seed is a non-negative int64, the same on every platform and in JSON
+# Generation limits: far past any useful value (DDPM trains 1000 steps; the bundled model samples
+# 20 + 2 restarts), low enough that a typo cannot ask for days of work or a time grid that
+# overflows (each restart round also draws a latent-sized noise tensor up front).
+MAX_STEPS = 10_000
+MAX_RESTARTS = 100
 
 
 def integer(name: str, value: object, low: int | None = None, high: int | None = None) -> int:

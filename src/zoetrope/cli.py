@@ -397,8 +397,9 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", help="HEIGHTxWIDTH in pixels, e.g. 64x64")
     p.add_argument("--steps", type=_integer(1, MAX_STEPS), help="denoising steps")
     p.add_argument("--cfg", type=_real(), help="classifier-free guidance scale (1 = off)")
-    p.add_argument("--restarts", type=_integer(0, MAX_RESTARTS), help="restart-sampling rounds after the ODE: "
-                   "each jumps back to a low noise level and denoises again (default: the model's)")
+    p.add_argument("--restarts", type=_integer(0, MAX_RESTARTS), help="restart-sampling rounds "
+                   "after the ODE: each jumps back to a low noise level and denoises again "
+                   "(default: the model's)")
     p.add_argument("--seed", type=_integer(0, SEED_MAX), help="random seed, 0 .. 2^63 - 1 "
                    "(default: fresh, printed)")
     p.add_argument("--force", action="store_true", help="generate even when the memory estimate "

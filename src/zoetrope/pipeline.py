@@ -234,13 +234,14 @@ class TextToVideoPipeline:
         pixel_sizes = self.prepare_sizes(len(prompts), num_frames, height, width, sizes)
         shapes = [self.latent_shape(s) for s in pixel_sizes]
         steps = checks.integer("num_inference_steps", self.diffusion.num_inference_steps
-                               if num_inference_steps is None else num_inference_steps, low=1)
+                               if num_inference_steps is None else num_inference_steps,
+                               low=1, high=checks.MAX_STEPS)
         scale = checks.real("guidance_scale", self.diffusion.guidance_scale
                             if guidance_scale is None else guidance_scale)
         negatives = self._negatives(negative_prompt, len(prompts)) if scale != 1 else []
         # an override is checked by DiffusionConfig, like the pipeline's own setting
-        config = (self.diffusion if restarts is None else
-                  replace(self.diffusion, restarts=checks.integer("restarts", restarts, low=0)))
+        config = (self.diffusion if restarts is None else replace(
+            self.diffusion, restarts=checks.integer("restarts", restarts, 0, checks.MAX_RESTARTS)))
         if not force:
             self.check_memory(shapes, pixel_sizes, guided=scale != 1)
         generator, seed = _generator(seed, generator)
