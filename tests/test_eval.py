@@ -124,9 +124,10 @@ def test_run_eval_mnist_vocabulary(tmp_path):
 
     report = run_eval(digits, tmp_path, clips=6, vocabulary="mnist", progress=False)
     assert report["totals"]["pass_rate"] == 1.0
-    assert report["totals"]["attributes"]["color"] is None  # n/a for digits
+    assert report["totals"]["attributes"]["color"]["accuracy"] == 1.0  # digits are drawn grey
+    assert report["totals"]["attributes"]["shape"] is None  # which digit: not judged, and said
     assert report["totals"]["errors"]["teleport"]["rate"] is None  # not checked on MNIST
-    assert "not applicable" in (tmp_path / "report.md").read_text()
+    assert "says nothing about the digit drawn" in (tmp_path / "report.md").read_text()
 
 
 def test_run_eval_rejects_bad_generator_output(tmp_path):

@@ -77,6 +77,9 @@ SPEED_TOL, SPEED_FLOOR = 0.5, 1.5  # speed off by 50% and 1.5 px (crisp renders 
 # An object at a wall with < 85% of its area is cut by the frame edge: at the slowest speed
 # (extent / 32 px/frame) a 1/4-extent object loses >= 17% within two frames of crossing.
 CLIPPED_AREA = 0.85
+# Moving MNIST draws its digit grey (R = G = B); a blob whose mean colour spreads its channels by
+# more than this (of 255) is a coloured object, not a digit (codecs shift grey by a few levels).
+GREY_SPREAD = 40
 WALL_SLACK = 2.0  # px of tolerance on "at the wall" (blur and rounding move a box edge 1 px)
 
 _UNIT = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}  # walking into a wall
@@ -542,7 +545,9 @@ class Critique:
             for name in ("color", "shape", "direction"):
                 a = getattr(o, name)
                 mark = "n/a" if a.ok is None else "ok" if a.ok else f"WRONG (saw {a.observed})"
-                parts.append(f"{name} {a.expected} {mark}" if a.ok is not None else f"{name} n/a")
+                parts.append(f"{name} {a.expected} {mark}" if a.ok is not None else
+                             f"{name} {a.expected} {a.observed}" if a.expected != "n/a" else
+                             f"{name} n/a")
             lines.append(f"  {o.target}: " + ", ".join(parts))
         bad = {k: v for k, v in self.errors.items() if v}
         for k, frames in bad.items():
@@ -656,7 +661,11 @@ def _report(target: Target, tracks: list[Track], i: int, recolored: list[int], d
     errors["vanishing"] = {t for t in range(n) if not found[t]
                            and not _hidden(track, t, others, comps[t], target.color)}
     color = shape_attr = Attribute("n/a", "n/a", None)
-    if not mnist:
+    if mnist:
+        color = _grey(track)
+        # Which digit was drawn is not judged (no digit classifier yet): said, not counted as right.
+        shape_attr = Attribute(f"digit {target.digit}", "not checked", None)
+    else:
         colors = Counter(c.color for c in track if c is not None).most_common(1)
         observed = colors[0][0] if colors else "unseen"
         color = Attribute(target.color, observed, observed == target.color)
@@ -682,6 +691,17 @@ def _report(target: Target, tracks: list[Track], i: int, recolored: list[int], d
         {k: sorted(v) for k, v in errors.items()},
         [None if c is None else (round(c.center[0], 2), round(c.center[1], 2)) for c in track],
         [None if c is None else c.area for c in track])
+
+
+def _grey(track: Track) -> Attribute:
+    """A digit is drawn grey: the track's median colour must have channels within GREY_SPREAD."""
+    seen = [c for c in track if c is not None]
+    if not seen:
+        return Attribute("grey", "unseen", False)
+    rgb = np.median([c.rgb for c in seen], axis=0)
+    if rgb.max() - rgb.min() <= GREY_SPREAD:
+        return Attribute("grey", "grey", True)
+    return Attribute("grey", Counter(c.color for c in seen).most_common(1)[0][0], False)
 
 
 def critique_file(path: str | Path, prompt: str) -> Critique:
