@@ -366,3 +366,12 @@ def test_mnist_prompt_on_a_coloured_shape_is_not_a_pass():
     assert verdict.objects[0].direction.ok is True
     assert verdict.adherence["color"] is False and not verdict.passed
     assert verdict.objects[0].shape.observed == "not checked" and "not checked" in verdict.summary()
+
+
+def test_a_large_clip_is_downscaled_with_a_warning(tmp_path, caplog):
+    clip = render_clip(9, 256, 256, "red", "circle", "right", seed=1)
+    path = write_video(tmp_path / "big.mp4", clip.frames, 8)
+    with caplog.at_level("WARNING", logger="zoetrope"):
+        verdict = critique_file(path, "a red circle moving right")
+    assert verdict.size == (9, 128, 128) and verdict.passed, verdict.summary()
+    assert len(caplog.records) == 1 and "256x256 clip at 128x128" in caplog.records[0].getMessage()

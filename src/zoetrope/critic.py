@@ -44,6 +44,7 @@ import numpy as np
 
 from .data.shapes import COLORS, DIRECTIONS, SHAPES
 from .errors import UserError
+from .log import warn
 
 ERROR_KINDS = ("vanishing", "duplicate", "extra_object", "color_change", "morphing", "teleport",
                "speed_change", "wall_pass", "bad_bounce")
@@ -77,6 +78,7 @@ SPEED_TOL, SPEED_FLOOR = 0.5, 1.5  # speed off by 50% and 1.5 px (crisp renders 
 # An object at a wall with < 85% of its area is cut by the frame edge: at the slowest speed
 # (extent / 32 px/frame) a 1/4-extent object loses >= 17% within two frames of crossing.
 CLIPPED_AREA = 0.85
+MAX_SIDE = 128  # larger clips are downscaled before critique (`downscale_for_critic`)
 # Moving MNIST draws its digit grey (R = G = B); a blob whose mean colour spreads its channels by
 # more than this (of 255) is a coloured object, not a digit (codecs shift grey by a few levels).
 GREY_SPREAD = 40
@@ -713,4 +715,20 @@ def critique_file(path: str | Path, prompt: str) -> Critique:
     if not path.is_file():
         raise UserError(f"no such video file: {str(path)!r}")
     frames, _ = read_video(path)
-    return critique(frames, prompt)
+    return critique(downscale_for_critic(frames), prompt)
+
+
+def downscale_for_critic(frames: np.ndarray) -> np.ndarray:
+    """Frames larger than MAX_SIDE pixels on a side, shrunk by a whole factor (block means), with
+    a warning: the critic judges toy worlds drawn at 32-128 px, and its segmentation passes over
+    every pixel (a 480x480, 80-frame clip took 553 s and 3 GB; at 120x120 it takes seconds)."""
+    t, h, w, _ = frames.shape
+    k = -(-max(h, w) // MAX_SIDE)  # ceil
+    if k == 1:
+        return frames
+    h2, w2 = h // k, w // k
+    blocks = frames[:, :h2 * k, :w2 * k].reshape(t, h2, k, w2, k, 3)
+    small = blocks.mean((2, 4), dtype=np.float32).round().astype(np.uint8)
+    warn(f"critiquing the {h}x{w} clip at {h2}x{w2} (downscaled {k}x; the critic judges "
+         f"clips of up to {MAX_SIDE} px a side, where its worlds are drawn)")
+    return small
