@@ -184,17 +184,15 @@ def cmd_eval(args: argparse.Namespace) -> None:
     """Generate clips over the whole vocabulary, critique each, write a report directory."""
     from pathlib import Path
 
-    import torch
-
     from .eval import run_eval
+    from .hardware import resolve_device
     from .pipeline import BUNDLED_MODEL, TextToVideoPipeline
 
     model = Path(args.model) if args.model else BUNDLED_MODEL
     if not (model / "pipeline.json").is_file():
         raise FileNotFoundError(f"no pipeline.json in {model}; pass --model DIR with a pipeline directory")
     sizes = [_parse_size(s) for s in args.size] if args.size else None
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    pipe = TextToVideoPipeline.from_pretrained(model).to(device)
+    pipe = TextToVideoPipeline.from_pretrained(model).to(resolve_device("auto"))
     sizes = sizes or [tuple(pipe.default_size)]
 
     def generate(prompts: list[str], seed: int, size: tuple[int, int, int]):
@@ -304,8 +302,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     """Serve the web studio for a pipeline directory until Ctrl-C."""
     from pathlib import Path
 
-    import torch
-
+    from .hardware import resolve_device
     from .pipeline import BUNDLED_MODEL
     from .serve import serve
 
@@ -315,11 +312,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
                                 f"directory")
     if not 0 <= args.port <= 65535:
         raise UserError(f"--port must be between 0 and 65535, got {args.port}")
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(args.device, "--device")
     try:
-        serve(model, args.out, host=args.host, port=args.port, device=device)
+        serve(model, args.out, host=args.host, port=args.port, device=str(device))
     except KeyboardInterrupt:
         print("zoetrope serve: stopped", file=sys.stderr)
 
