@@ -124,6 +124,7 @@ def test_edit_starts_its_grid_at_the_strength(pipe):
     (Task(image=np.zeros((16, 32, 3), np.uint8)), {}, "another aspect ratio.*--crop"),
     (Task(image=clip(1)[0]), {"height": 18}, "height=18"),
     (Task(loop=True, connect=(clip(5), clip(5))), {}, "conflict"),
+    (Task(video=clip(9), strength=0.5), {"num_frames": 17}, "--strength keeps the clip's length"),
 ])
 def test_what_cannot_work_is_one_line(pipe, task, kw, message):
     with pytest.raises(UserError, match=message) as e:

@@ -308,10 +308,15 @@ def _edit(run: _Run, clip: Video, strength: float) -> Video:
 
 
 def output_frames(task: Task, num_frames: int | None) -> int | None:
-    """The output's frames when not asked for: an edit keeps its clip's usable length."""
-    if num_frames is None and task.strength is not None and task.video is not None:
-        return 1 + (len(task.video) - 1) // 4 * 4
-    return num_frames
+    """The output's frames: an edit keeps its clip's usable length (1 + 4k), and asking for
+    another length is an error rather than silently ignored."""
+    if task.strength is None or task.video is None:
+        return num_frames
+    usable = 1 + (len(task.video) - 1) // 4 * 4
+    if num_frames is not None and num_frames != usable:
+        raise UserError(f"--strength keeps the clip's length: --frames must be {usable} (the "
+                        f"clip cut to 1 + 4k frames) or left out, got {num_frames}")
+    return usable
 
 
 def _clip(run: _Run, frames: np.ndarray, keep_end: bool, what: str) -> Video:
