@@ -78,6 +78,17 @@ def test_long_clip_is_window_after_window_with_flat_memory(pipe):
                                atol=1e-4)
 
 
+def test_frames_beyond_the_window_go_window_after_window_without_a_task(pipe, monkeypatch):
+    steps = []
+    out, _ = make(pipe, None, steps=steps, num_frames=33)  # the tiny pipeline's clips: 9 frames
+    assert out.shape == (33, 16, 16, 3)
+    assert {info.x.shape[0] for info in steps} == {3 * 4 * 4 // 4}  # every call: one window
+    seen = []  # the memory check is asked about one window, not the whole clip
+    monkeypatch.setattr(pipe, "check_memory", lambda shapes, sizes, guided: seen.append(sizes))
+    make(pipe, None, num_frames=129)
+    assert seen == [[(9, 16, 16)]]
+
+
 def test_loop_remakes_the_end_so_it_leads_into_the_start(pipe):
     plain, _ = make(pipe, Task(window=9), num_frames=17)
     steps = []

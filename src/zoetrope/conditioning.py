@@ -341,6 +341,12 @@ def _room(given: int, frames: int, what: str) -> None:
                         f"{frames} frames: pass --frames above {given} (1 + 4k)")
 
 
+def window_frames(task: Task, frames: int, default: int) -> int:
+    """Frames the DiT denoises at once for `task`: the whole clip for an edit, else a window
+    (`task.window`, or `default`, the pipeline's clip length)."""
+    return frames if task.strength is not None else task.window or default
+
+
 def generate(pipe: TextToVideoPipeline, task: Task, sizes: list[tuple[int, int, int]],
              sampling: Sampling) -> list[np.ndarray]:
     """The videos (T, H, W, 3) uint8 of one call with given frames, one per prompt."""
@@ -348,7 +354,7 @@ def generate(pipe: TextToVideoPipeline, task: Task, sizes: list[tuple[int, int, 
     if len(set(sizes)) != 1:
         raise UserError("given frames take one size for all prompts")
     frames, height, width = sizes[0]
-    window = frames if task.strength is not None else task.window or pipe.default_size[0]
+    window = window_frames(task, frames, pipe.default_size[0])
     pipe.latent_shape((window, height, width))  # a window the VAE and DiT can take
     run = _Run(pipe, sampling, len(sizes), height, width, window, task.overlap, task.crop)
     if task.strength is not None:

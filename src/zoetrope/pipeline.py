@@ -50,7 +50,7 @@ from .diffusion import (Callback, ModelFn, Noise, StepInfo, build_denoiser,
                         classifier_free_guidance, generator_noise, model_calls, queued_noise,
                         resolution_shift, sampler_from_config, sampling_grid)
 from .conditioning import (Given, Sampling, Task, as_task, edit_grid, generate, hold_given,
-                           output_frames)
+                           output_frames, window_frames)
 from .dit import DiT
 from . import checks, memory
 from .errors import UserError
@@ -230,6 +230,9 @@ class TextToVideoPipeline:
         """
         prompts = _as_prompts(prompt)
         task = as_task(task, first_frame)
+        if task is None and sizes is None and num_frames is not None \
+                and num_frames > self.default_size[0]:
+            task = Task()  # longer than the model's clips: window after window (conditioning)
         num_frames = num_frames if task is None else output_frames(task, num_frames)
         pixel_sizes = self.prepare_sizes(len(prompts), num_frames, height, width, sizes)
         shapes = [self.latent_shape(s) for s in pixel_sizes]
@@ -242,8 +245,11 @@ class TextToVideoPipeline:
         # an override is checked by DiffusionConfig, like the pipeline's own setting
         config = (self.diffusion if restarts is None else replace(
             self.diffusion, restarts=checks.integer("restarts", restarts, 0, checks.MAX_RESTARTS)))
-        if not force:
-            self.check_memory(shapes, pixel_sizes, guided=scale != 1)
+        if not force:  # with given frames the DiT sees one window at a time
+            held = pixel_sizes if task is None else [
+                (min(f, window_frames(task, f, self.default_size[0])), h, w)
+                for f, h, w in pixel_sizes]
+            self.check_memory([self.latent_shape(s) for s in held], held, guided=scale != 1)
         generator, seed = _generator(seed, generator)
         self._warn_unknown_words(prompts + negatives)
         seconds: dict[str, float] = {}
