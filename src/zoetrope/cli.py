@@ -54,6 +54,19 @@ def cmd_info(args: argparse.Namespace) -> None:
           + (f" with {text_len} text tokens" if text_len else ""))
 
 
+def _model_dir(args: argparse.Namespace):
+    """--model, or the bundled model; a directory without pipeline.json is a one-line error."""
+    from pathlib import Path
+
+    from .pipeline import BUNDLED_MODEL
+
+    model = Path(args.model) if args.model else BUNDLED_MODEL
+    if not (model / "pipeline.json").is_file():
+        raise FileNotFoundError(f"no pipeline.json in {model}; pass --model DIR with a pipeline "
+                                f"directory")
+    return model
+
+
 def cmd_generate(args: argparse.Namespace) -> None:
     """Generate a video from a prompt with a pipeline directory (default: the bundled model)."""
     import re
@@ -182,15 +195,11 @@ def cmd_critique(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> None:
     """Generate clips over the whole vocabulary, critique each, write a report directory."""
-    from pathlib import Path
-
     from .eval import run_eval
     from .hardware import resolve_device
-    from .pipeline import BUNDLED_MODEL, TextToVideoPipeline
+    from .pipeline import TextToVideoPipeline
 
-    model = Path(args.model) if args.model else BUNDLED_MODEL
-    if not (model / "pipeline.json").is_file():
-        raise FileNotFoundError(f"no pipeline.json in {model}; pass --model DIR with a pipeline directory")
+    model = _model_dir(args)
     sizes = [_parse_size(s) for s in args.size] if args.size else None
     pipe = TextToVideoPipeline.from_pretrained(model).to(resolve_device("auto"))
     sizes = sizes or [tuple(pipe.default_size)]
@@ -300,16 +309,10 @@ def cmd_encode(args: argparse.Namespace) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> None:
     """Serve the web studio for a pipeline directory until Ctrl-C."""
-    from pathlib import Path
-
     from .hardware import resolve_device
-    from .pipeline import BUNDLED_MODEL
     from .serve import serve
 
-    model = Path(args.model) if args.model else BUNDLED_MODEL
-    if not (model / "pipeline.json").is_file():
-        raise FileNotFoundError(f"no pipeline.json in {model}; pass --model DIR with a pipeline "
-                                f"directory")
+    model = _model_dir(args)
     if not 0 <= args.port <= 65535:
         raise UserError(f"--port must be between 0 and 65535, got {args.port}")
     device = resolve_device(args.device, "--device")
