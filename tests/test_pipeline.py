@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from zoetrope.cli import main
-from zoetrope.config import ConfigError, DiffusionConfig, DiTConfig, Recipe, TextConfig, VAEConfig
+from zoetrope.config import ConfigError, DiffusionConfig, DiTConfig, TextConfig, VAEConfig
 from zoetrope.data.video import read_video
 from zoetrope.pipeline import TextToVideoPipeline, VideoOutput, preview_gif
 from zoetrope.weights import WeightsError

@@ -45,7 +45,7 @@ import torch
 from torch import Tensor, nn
 
 from .config import DiffusionConfig
-from .data.video import SUPPORTED_WRITE, VideoError, resize_crop, write_video
+from .data.video import SUPPORTED_WRITE, VideoError, write_video
 from .diffusion import (Callback, ModelFn, Noise, StepInfo, build_denoiser,
                         classifier_free_guidance, generator_noise, model_calls, queued_noise,
                         resolution_shift, sampler_from_config, sampling_grid)
