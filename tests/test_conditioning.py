@@ -176,3 +176,20 @@ def test_cli_tasks_write_clips_and_bad_ones_nothing(tmp_path, capsys, monkeypatc
         assert main(["generate", *base, *flags, "-o", str(out)]) == 2
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1 and not out.exists()
+
+
+def test_one_clip_per_prompt(pipe):
+    a, b = clip(5, 1), clip(5, 2)
+    out = pipe([PROMPT, PROMPT], task=Task(video=[a, b], extend="forward"), seed=0,
+               progress=False).frames
+    assert np.array_equal(out[0, :5], roundtrip(pipe, a[None])[0])
+    assert np.array_equal(out[1, :5], roundtrip(pipe, b[None])[0])
+    joined = pipe([PROMPT, PROMPT], task=Task(connect=([a, b], [b, a]), window=13), seed=0,
+                  num_frames=13, progress=False).frames
+    assert np.array_equal(joined[1, :5], roundtrip(pipe, b[None])[0])
+    with pytest.raises(UserError, match="one per prompt must be as long"):
+        pipe([PROMPT, PROMPT], task=Task(video=[a, clip(9)], extend="forward"), seed=0,
+             num_frames=13, progress=False)
+    with pytest.raises(UserError, match="3 clips for --video and 2 prompts"):
+        pipe([PROMPT, PROMPT], task=Task(video=[a, a, a], extend="forward"), seed=0,
+             progress=False)

@@ -17,6 +17,9 @@ from . import checks
 from .checks import MAX_RESTARTS, MAX_STEPS, SEED_MAX
 from .errors import UserError
 
+# zoetrope.task_eval.TASKS, spelled out so that `zoetrope --help` imports no torch
+EVAL_TASKS = ("animate", "extend-forward", "extend-backward", "long", "loop", "connect", "edit")
+
 
 def _is_user_error(e: BaseException) -> bool:
     """Whether `e` is the user's to fix: a UserError, or an OS error about their path or disk.
@@ -211,6 +214,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
                    restarts=args.restarts)
         return out.frames
 
+    if args.task:
+        return _eval_task(args, pipe, sizes)
     report = run_eval(generate, args.out, clips=args.clips, seed=args.seed, sizes=sizes,
                       vocabulary=args.vocabulary, batch_size=args.batch_size)
     totals = report["totals"]
@@ -218,6 +223,35 @@ def cmd_eval(args: argparse.Namespace) -> None:
           f"{totals['pass_rate'] * 100:.1f}% of {args.clips} clips pass; "
           f"{totals['followed_and_intact_rate'] * 100:.1f}% follow the prompt with every object "
           f"intact; report in {args.out}")
+
+
+def _eval_task(args: argparse.Namespace, pipe, sizes: list) -> None:
+    """`zoetrope eval --task NAME`: given frames cut from renders, judged (`task_eval`)."""
+    from .conditioning import roundtrip
+    from .task_eval import merge_tasks, run_task_eval
+
+    if len(sizes) != 1 or args.vocabulary != "shapes":
+        raise UserError("--task takes one --size (the window) and the shapes vocabulary")
+    if args.frames is not None and args.task != "long":
+        raise UserError("--frames sets a long clip's length: use it with --task long")
+    if args.strength is not None and args.task != "edit":
+        raise UserError("--strength sets an edit's strength: use it with --task edit")
+
+    def generate(cases, seed: int):
+        out = pipe([c.prompt for c in cases], num_frames=cases[0].frames, height=sizes[0][1],
+                   width=sizes[0][2], seed=seed, num_inference_steps=args.steps,
+                   guidance_scale=args.cfg, progress=False, restarts=args.restarts,
+                   task=merge_tasks(cases))
+        return out.frames
+
+    report = run_task_eval(args.task, generate, args.out, clips=args.clips, seed=args.seed,
+                           size=sizes[0], frames=args.frames, batch_size=args.batch_size,
+                           strength=0.6 if args.strength is None else args.strength,
+                           roundtrip=lambda clip: roundtrip(pipe, clip[None])[0])
+    t = report["totals"]
+    print(json.dumps(t, indent=2) if args.json else
+          f"{args.task}: {t['pass_rate'] * 100:.1f}% of {args.clips} clips pass ("
+          + ", ".join(f"{k} {v}" for k, v in t["checks"].items()) + f"); report in {args.out}")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -354,6 +388,10 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
                    help="restart-sampling rounds after the ODE (default: the model's)")
     p.add_argument("--vocabulary", choices=["shapes", "mnist"], default="shapes")
     p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--task", choices=EVAL_TASKS, help="prompt with given frames cut from renders "
+                   "of the shapes world and judge what the task promises (zoetrope.task_eval)")
+    p.add_argument("--frames", type=_integer(2), help="--task long: output frames (default 257)")
+    p.add_argument("--strength", type=_real(), help="--task edit: SDEdit strength (default 0.6)")
     p.add_argument("--out", default="outputs/eval", help="report directory")
     p.add_argument("--json", action="store_true", help="print the totals as JSON")
     p.set_defaults(func=cmd_eval)

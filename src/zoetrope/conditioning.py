@@ -57,9 +57,10 @@ class Task:
     """What a generation is given besides the prompt; the CLI flag of each field in brackets."""
 
     image: np.ndarray | list[np.ndarray] | None = None  # uint8 (H, W, 3), or one per prompt [--image]
-    video: np.ndarray | None = None  # uint8 (T, H, W, 3): the clip to extend or edit [--video]
+    # uint8 (T, H, W, 3): the clip to extend or edit, or one per prompt [--video]
+    video: np.ndarray | list[np.ndarray] | None = None
     extend: str | None = None  # "forward" or "backward" [--extend]
-    connect: tuple[np.ndarray, np.ndarray] | None = None  # clips A and B [--connect]
+    connect: tuple[np.ndarray, np.ndarray] | None = None  # clips A and B, or lists [--connect]
     loop: bool = False  # [--loop]
     strength: float | None = None  # SDEdit: noise the clip to t = strength [--strength]
     crop: bool = False  # centre-crop given frames of another aspect ratio [--crop]
@@ -312,18 +313,29 @@ def output_frames(task: Task, num_frames: int | None) -> int | None:
     another length is an error rather than silently ignored."""
     if task.strength is None or task.video is None:
         return num_frames
-    usable = 1 + (len(task.video) - 1) // 4 * 4
+    video = task.video[0] if isinstance(task.video, (list, tuple)) else task.video
+    usable = 1 + (len(video) - 1) // 4 * 4
     if num_frames is not None and num_frames != usable:
         raise UserError(f"--strength keeps the clip's length: --frames must be {usable} (the "
                         f"clip cut to 1 + 4k frames) or left out, got {num_frames}")
     return usable
 
 
-def _clip(run: _Run, frames: np.ndarray, keep_end: bool, what: str) -> Video:
-    """A given clip fitted to the output, cut to 1 + 4k frames, one copy per prompt."""
-    clip = cut_clip(fit_frames(frames, run.height, run.width, run.crop, what), keep_end, what,
-                    run.pipe.vae.config.temporal_downsample)
-    return np.broadcast_to(clip[None], (run.count, *clip.shape))
+def _clip(run: _Run, frames: np.ndarray | list[np.ndarray], keep_end: bool, what: str) -> Video:
+    """A given clip (or one per prompt) fitted to the output and cut to 1 + 4k frames."""
+    fit = lambda f: cut_clip(fit_frames(f, run.height, run.width, run.crop, what),  # noqa: E731
+                             keep_end, what, run.pipe.vae.config.temporal_downsample)
+    if not isinstance(frames, (list, tuple)):
+        clip = fit(frames)
+        return np.broadcast_to(clip[None], (run.count, *clip.shape))
+    if len(frames) != run.count:
+        raise UserError(f"{len(frames)} clips for {what} and {run.count} prompts: give one, or "
+                        "one per prompt")
+    clips = [fit(f) for f in frames]
+    if len({len(c) for c in clips}) != 1:
+        raise UserError(f"the clips for {what} have {sorted({len(c) for c in clips})} usable "
+                        "frames: one per prompt must be as long as the others")
+    return np.stack(clips)
 
 
 def _images(run: _Run, image: np.ndarray | list[np.ndarray]) -> Video:

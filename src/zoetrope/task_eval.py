@@ -1,0 +1,347 @@
+"""Prompting with images and videos, measured: `zoetrope eval --task NAME`.
+
+For every prompt of the vocabulary (`eval.build_prompts`), a shapes-world clip is rendered with
+the prompt's colour, shape and direction (render seed: seed + clip index, one window of frames),
+and the task is given what a user would give, cut from that render:
+
+  animate          its frame 0 as the image; output one window
+  extend-forward   its first 1 + 4k frames (about half); output one window that starts with them
+  extend-backward  its last 1 + 4k frames; output one window that ends with them
+  long             the prompt alone; output `frames` frames (default 257), window after window
+  loop             the prompt alone; output one window whose last frame leads into its first
+  connect          its first 5 frames as A and its last 5 as B; output one window (A, gap, B)
+  edit             the render in another colour (the next one in `COLORS`) as the clip, the
+                   prompt's colour as the edit, at `strength` (default 0.6)
+
+Each clip is judged by the world-consistency critic (`critic.critique`) plus what the task
+promises, and passes when every check of its task holds:
+
+  given     frames fed as given come back: their mean absolute error to the source (uint8 levels)
+            is at most the VAE's own round-trip error on them plus GIVEN_SLACK
+  followed  every attribute of the prompt right (long: judged on the first window)
+  intact    no object vanishing, duplicating, morphing or teleporting anywhere
+  seams     no vanishing, duplicate, teleport, speed change, wall pass or bad bounce within
+            SEAM_RADIUS frames of a seam (where generated frames meet given ones, a long clip's
+            windows meet, or, for loop, the clip followed by itself wraps)
+  windows   (long) every window the DiT made is intact on its own
+  moving    (long) the object's median speed in the last window is at least half the first's
+  path      (edit) the object's tracked centre stays within EDIT_PATH of the source's in every
+            frame (a share of the shorter side: 4 px at 64x64)
+
+Where the true path is known (extension, connect, edit: the render goes on), the RMS distance
+between the tracked and the true centres over the generated frames is reported too.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from .conditioning import Task
+from .critic import INTACT_KINDS, critique, parse_prompt
+from .data.shapes import COLORS, render_clip
+from .errors import UserError, atomic_write_text
+from .eval import SHEET_FRAMES, build_prompts, contact_sheet
+
+TASKS = ("animate", "extend-forward", "extend-backward", "long", "loop", "connect", "edit")
+SEAM_RADIUS = 2  # frames either side of a seam whose errors are the seam's
+SEAM_KINDS = ("vanishing", "duplicate", "teleport", "speed_change", "wall_pass", "bad_bounce")
+GIVEN_SLACK = 2.0  # uint8 levels a given frame may be further off than the VAE's round trip
+EDIT_PATH = 1 / 16  # of the shorter side: 4 px at 64x64
+CHECKS = {"animate": ("given", "followed", "intact"),
+          "extend-forward": ("given", "intact", "seams"),
+          "extend-backward": ("given", "intact", "seams"),
+          "long": ("followed", "intact", "seams", "windows", "moving"),
+          "loop": ("followed", "intact", "seams"),
+          "connect": ("given", "intact", "seams"),
+          "edit": ("followed", "intact", "path")}
+
+# generate(cases, seed) -> uint8 (B, T, H, W, 3); roundtrip(clip (T, H, W, 3)) -> the VAE's copy
+Generate = Callable[[list["Case"], int], np.ndarray]
+Roundtrip = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass
+class Span:
+    """Output frames first..stop-1 are given: they must come back as source[first:stop]. The
+    clip fed was source[fed:stop] (fed < first where the fed clip's frame 0 is drawn anew)."""
+
+    fed: int
+    first: int
+    stop: int
+
+
+@dataclass
+class Case:
+    """One clip of a task eval: what to ask, what is given, and where to look."""
+
+    index: int
+    prompt: str  # what the generation is asked
+    frames: int  # output frames
+    source: np.ndarray  # the render given frames are cut from (T, H, W, 3); the truth to compare
+    source_prompt: str
+    task: Task | None  # given frames of this one clip (None: the prompt alone)
+    given: list[Span] = field(default_factory=list)
+    seams: list[int] = field(default_factory=list)  # output frames where new meets given
+    path_frames: list[int] = field(default_factory=list)  # frames with a known true path
+    windows: list[tuple[int, int]] = field(default_factory=list)  # (long) the DiT's windows
+    wrap: bool = False  # (loop) judge the clip followed by itself
+
+
+def _other_color(color: str) -> str:
+    names = list(COLORS)
+    return names[(names.index(color) + 1) % len(names)]
+
+
+def _given_length(window: int) -> int:
+    """About half a window, 1 + 4k frames: 9 of 17."""
+    return 1 + 4 * max(1, (window - 1) // 8)
+
+
+def long_windows(frames: int, window: int, overlap: int = 1) -> list[tuple[int, int]]:
+    """(start, stop) of the windows a long clip is made in (`conditioning._forward` with no
+    given frames): each holds the last 1 + 4 x overlap frames of the one before."""
+    step = window - 1 - 4 * overlap
+    out, start = [(0, min(window, frames))], 0
+    while out[-1][1] < frames:
+        start += step
+        out.append((start, min(start + window, frames)))
+    return out
+
+
+def build_cases(task: str, clips: int, seed: int, size: tuple[int, int, int],
+                frames: int | None = None, strength: float = 0.6) -> list[Case]:
+    """The cases of `task` over `clips` balanced prompts; size = (window frames, height, width)."""
+    if task not in TASKS:
+        raise UserError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
+    window, h, w = size
+    if window < 9 or (window - 1) % 4:
+        raise UserError(f"task evals need a window of at least 9 frames, 1 + 4k; got {window}")
+    if task == "connect" and window < 13:
+        raise UserError(f"--task connect gives 5 frames at each end: it needs a window of at "
+                        f"least 13 frames, got {window}")
+    if not 0 < strength <= 1:
+        raise UserError(f"strength must be in (0, 1], got {strength}")
+    total = window if task != "long" else frames or 257
+    if task == "long" and (total <= window or (total - 1) % 4):
+        raise UserError(f"a long clip needs more frames than a window ({window}), 1 + 4k; got "
+                        f"{total}")
+    cases = []
+    for i, prompt in enumerate(build_prompts(clips, seed, "shapes")):
+        target = parse_prompt(prompt)[0]
+        color = _other_color(target.color) if task == "edit" else target.color
+        clip = render_clip(total, h, w, color, target.shape, target.direction, seed=seed + i)
+        src, g = clip.frames, _given_length(window)
+        case = Case(i, prompt, total, src, clip.caption, None)
+        if task == "animate":
+            case.task, case.given = Task(image=src[0]), [Span(0, 0, 1)]
+        elif task == "extend-forward":
+            case.task, case.given, case.seams = Task(video=src[:g], extend="forward"), \
+                [Span(0, 0, g)], [g]
+            case.path_frames = list(range(g, total))
+        elif task == "extend-backward":
+            start = total - g
+            case.task = Task(video=src[start:], extend="backward")
+            case.given, case.seams = [Span(start, start + 1, total)], [start + 1]
+            case.path_frames = list(range(start + 1))
+        elif task == "connect":
+            a = b = 5
+            case.task = Task(connect=(src[:a], src[total - b:]))
+            case.given = [Span(0, 0, a), Span(total - b, total - b + 1, total)]
+            case.seams, case.path_frames = [a, total - b + 1], list(range(a, total - b + 1))
+        elif task == "edit":
+            case.task = Task(video=src, strength=strength)
+            case.path_frames = list(range(total))
+        elif task == "loop":
+            case.task, case.wrap, case.seams = Task(loop=True), True, [total]
+        else:  # long
+            case.windows = long_windows(total, window)
+            case.seams = [start + 1 + 4 for start, _ in case.windows[1:]]
+        cases.append(case)
+    return cases
+
+
+def _mae(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a.astype(np.float64) - b.astype(np.float64)).mean())
+
+
+def _centers(frames: np.ndarray, prompt: str) -> list[tuple[float, float] | None]:
+    return critique(frames, prompt).objects[0].centers
+
+
+def _speed(centers: list) -> float:
+    seen = [(t, c) for t, c in enumerate(centers) if c is not None]
+    steps = [math.dist(a, b) / (s - t) for (t, a), (s, b) in zip(seen, seen[1:])]
+    return float(np.median(steps)) if steps else 0.0
+
+
+def judge(case: Case, video: np.ndarray, roundtrip: Roundtrip | None = None) -> dict:
+    """One clip's record: each check of its task, the numbers behind them, and the verdict."""
+    video = np.asarray(video)
+    n, h, w = video.shape[:3]
+    if n != case.frames:
+        raise UserError(f"clip {case.index}: expected {case.frames} frames, got {n}")
+    checks, numbers = {}, {}
+    verdict = critique(video, case.prompt)
+    errors = verdict.errors
+    checks["intact"] = verdict.intact
+    checks["followed"] = verdict.followed
+    if case.given:
+        out_err = rt_err = 0.0
+        for s in case.given:
+            out_err = max(out_err, _mae(video[s.first:s.stop], case.source[s.first:s.stop]))
+            if roundtrip is not None:
+                back = roundtrip(case.source[s.fed:s.stop])[s.first - s.fed:]
+                rt_err = max(rt_err, _mae(back, case.source[s.first:s.stop]))
+        numbers["given_error"], numbers["roundtrip_error"] = round(out_err, 3), round(rt_err, 3)
+        checks["given"] = out_err <= rt_err + GIVEN_SLACK
+    if case.wrap:  # the clip followed by itself: the wrap is a seam
+        errors = critique(np.concatenate([video, video]), case.prompt).errors
+    seam_hits = sorted({(t, k) for k in SEAM_KINDS for t in errors.get(k, ())
+                        for s in case.seams if abs(t - s) <= SEAM_RADIUS})
+    checks["seams"] = not seam_hits
+    numbers["seam_errors"] = [f"{k}@{t}" for t, k in seam_hits]
+    if case.windows:
+        first = critique(video[:case.windows[0][1]], case.prompt)
+        checks["followed"] = first.followed
+        parts = [critique(video[a:b], case.prompt) for a, b in case.windows]
+        checks["windows"] = all(p.intact for p in parts)
+        numbers["broken_windows"] = [i for i, p in enumerate(parts) if not p.intact]
+        speeds = [_speed(p.objects[0].centers) for p in (parts[0], parts[-1])]
+        numbers["speed_first_last"] = [round(s, 3) for s in speeds]
+        checks["moving"] = speeds[1] >= 0.5 * speeds[0] > 0
+    if case.path_frames:
+        truth = _centers(case.source, case.source_prompt)
+        got = verdict.objects[0].centers
+        dists = [math.dist(got[t], truth[t]) for t in case.path_frames
+                 if got[t] is not None and truth[t] is not None]
+        missing = len(case.path_frames) - len(dists)
+        numbers["path_rms_px"] = round(float(np.sqrt(np.mean(np.square(dists)))), 3) \
+            if dists else None
+        numbers["path_max_px"] = round(max(dists), 3) if dists and not missing else None
+        checks["path"] = bool(dists) and not missing and max(dists) <= EDIT_PATH * min(h, w)
+    wanted = {k: checks[k] for k in CHECKS[_kind(case)]}
+    return {"index": case.index, "prompt": case.prompt, "source": case.source_prompt,
+            "frames": n, "passed": all(wanted.values()), "checks": wanted, "numbers": numbers,
+            "errors": {k: v for k, v in verdict.errors.items() if v},
+            "adherence": verdict.adherence}
+
+
+def _kind(case: Case) -> str:
+    t = case.task
+    if t is None:
+        return "long"
+    if t.image is not None:
+        return "animate"
+    if t.strength is not None:
+        return "edit"
+    if t.extend is not None:
+        return f"extend-{t.extend}"
+    return "connect" if t.connect is not None else "loop"
+
+
+def merge_tasks(cases: Sequence[Case]) -> Task | None:
+    """One Task for a batch of cases of one kind: their given frames, one per prompt."""
+    first = cases[0].task
+    if first is None:
+        return None
+    return replace(first, image=None if first.image is None else [c.task.image for c in cases],
+                   video=None if first.video is None else [c.task.video for c in cases],
+                   connect=None if first.connect is None else
+                   ([c.task.connect[0] for c in cases], [c.task.connect[1] for c in cases]))
+
+
+def run_task_eval(task: str, generate: Generate, out_dir: str | Path, clips: int = 84,
+                  seed: int = 0, size: tuple[int, int, int] = (17, 64, 64),
+                  frames: int | None = None, strength: float = 0.6, batch_size: int = 4,
+                  roundtrip: Roundtrip | None = None, progress: bool = True) -> dict:
+    """Build `task`'s cases, generate and judge each, write report.json, report.md and
+    contact_sheet.png to `out_dir`; return the report."""
+    if clips < 1 or batch_size < 1:
+        raise UserError(f"clips and batch_size must be >= 1, got {clips} and {batch_size}")
+    cases = build_cases(task, clips, seed, tuple(size), frames, strength)
+    records, thumbs = [], []
+    with tqdm(total=clips, desc=f"eval {task}", unit="clip", disable=not progress) as bar:
+        for start in range(0, clips, batch_size):
+            batch = cases[start:start + batch_size]
+            video = np.asarray(generate(batch, seed + start))
+            if video.shape[:2] != (len(batch), batch[0].frames) or video.dtype != np.uint8:
+                raise UserError(f"generate must return uint8 ({len(batch)}, {batch[0].frames}, "
+                                f"H, W, 3), got {video.dtype} {video.shape}")
+            for case, clip in zip(batch, video):
+                record = judge(case, clip, roundtrip)
+                record["seed"] = seed + start
+                records.append(record)
+                pick = np.round(np.linspace(0, len(clip) - 1, min(SHEET_FRAMES, len(clip))))
+                thumbs.append(clip[pick.astype(int)])
+            bar.update(len(batch))
+    report = {"config": {"task": task, "clips": clips, "seed": seed, "size": list(size),
+                         "frames": cases[0].frames, "strength": strength if task == "edit"
+                         else None, "batch_size": batch_size},
+              "totals": totals(records, task), "clips": records}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "report.json", json.dumps(report, indent=1) + "\n")
+    atomic_write_text(out / "report.md", markdown(report))
+    from .data.video import write_png  # atomic
+
+    write_png(out / "contact_sheet.png", contact_sheet(thumbs, [r["passed"] for r in records]))
+    return report
+
+
+def totals(records: list[dict], task: str) -> dict:
+    """Pass rate, each check's count, and the mean of every number over the clips."""
+    n = len(records)
+    passed = sum(r["passed"] for r in records)
+    checks = {k: sum(r["checks"][k] for r in records) for k in CHECKS[task]}
+    means = {}
+    for key in ("given_error", "roundtrip_error", "path_rms_px", "path_max_px"):
+        vals = [r["numbers"][key] for r in records if r["numbers"].get(key) is not None]
+        if vals:
+            means[key] = round(float(np.mean(vals)), 3)
+    seam_kinds = {}
+    for r in records:
+        for hit in r["numbers"].get("seam_errors", []):
+            kind = hit.split("@")[0]
+            seam_kinds[kind] = seam_kinds.get(kind, 0) + 1
+    errors = {}
+    for r in records:
+        for kind in r["errors"]:
+            errors[kind] = errors.get(kind, 0) + 1
+    return {"clips": n, "passed": passed, "pass_rate": passed / n, "checks": checks,
+            "means": means, "seam_errors": seam_kinds, "clips_with_error": errors}
+
+
+def markdown(report: dict) -> str:
+    """report.md: the pass rate, each check, the means, and one row per clip."""
+    t, cfg = report["totals"], report["config"]
+    n = t["clips"]
+    lines = [f"# Task eval: {cfg['task']}", "",
+             f"{n} clips, seed {cfg['seed']}, window {'x'.join(map(str, cfg['size']))}, "
+             f"output {cfg['frames']} frames" + (f", strength {cfg['strength']}"
+                                                 if cfg["strength"] is not None else "") + ".",
+             "", f"**Pass rate: {100 * t['pass_rate']:.1f}%** ({t['passed']} / {n}): every "
+             f"check of the task holds ({', '.join(t['checks'])}; see `zoetrope.task_eval`).",
+             "", "| check | clips | rate |", "|---|---|---|"]
+    lines += [f"| {k} | {v} | {100 * v / n:.1f}% |" for k, v in t["checks"].items()]
+    if t["means"]:
+        lines += ["", "| mean over clips | value |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in t["means"].items()]
+    lines += ["", "Errors at seams: " + (", ".join(f"{k} x{v}" for k, v in
+                                                 t["seam_errors"].items()) or "none") + ".",
+              "Clips with each error anywhere: " + (", ".join(
+                  f"{k} {v}" for k, v in t["clips_with_error"].items()) or "none") + ".",
+              "", "## clips (contact_sheet.png order)", "",
+              "| # | prompt | verdict | failed checks | numbers |", "|---|---|---|---|---|"]
+    for r in report["clips"]:
+        failed = ", ".join(k for k, v in r["checks"].items() if not v) or "-"
+        nums = "; ".join(f"{k} {v}" for k, v in r["numbers"].items() if v not in (None, []))
+        lines.append(f"| {r['index']} | {r['prompt']} | {'pass' if r['passed'] else 'FAIL'} | "
+                     f"{failed} | {nums or '-'} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,195 @@
+"""Task evals (`zoetrope eval --task`): a perfect generator passes every task, each kind of
+corruption fails exactly the check it breaks, and the CLI runs on a tiny pipeline."""
+
+import json
+
+import numpy as np
+import pytest
+
+from zoetrope.cli import EVAL_TASKS, main
+from zoetrope.data.shapes import COLORS, shape_mask
+from zoetrope.errors import UserError
+from zoetrope.task_eval import (CHECKS, TASKS, build_cases, judge, long_windows, merge_tasks,
+                                run_task_eval)
+
+from test_pipeline import tiny_pipeline
+
+SIZE = (17, 64, 64)
+
+
+def truth(case):
+    """What a perfect model makes: the render the given frames were cut from (edit: the render
+    in the prompt's colour, which is the source recoloured)."""
+    video = case.source.copy()
+    if case.task is not None and case.task.strength is not None:
+        lit = video.max(-1) > 0
+        video[lit] = COLORS[case.prompt.split()[1]]
+    return video
+
+
+def periodic(case):
+    """A clip (moving left or right) whose motion repeats every len(clip) frames: the object
+    bounces off the far wall and is back where it started one frame after the last."""
+    n, h, w = case.source.shape[:3]
+    _, color, shape, _, direction = case.prompt.split()
+    size, room = 16, w - 16
+    phase = (2 * room) * np.arange(n) / n  # one round trip per n frames, from the wall behind
+    x = size / 2 + np.where(phase <= room, phase, 2 * room - phase)
+    x = x if direction == "right" else w - x
+    video = np.zeros_like(case.source)
+    for t in range(n):
+        video[t][shape_mask(shape, x[t], 24.0, size, h, w)] = COLORS[color]
+    return video
+
+
+def cases(task, clips=8, **kw):
+    return build_cases(task, clips, 0, SIZE, **kw)
+
+
+def test_cli_task_names_are_the_evals():
+    assert EVAL_TASKS == TASKS == tuple(CHECKS)
+
+
+@pytest.mark.parametrize("task", [t for t in TASKS if t not in ("loop", "long")])
+def test_the_truth_passes_every_task(task):
+    for case in cases(task):
+        record = judge(case, truth(case))
+        assert record["passed"], (case.prompt, record)
+        if case.given:
+            assert record["numbers"]["given_error"] == 0
+
+
+def test_a_periodic_clip_passes_loop_and_a_plain_one_jumps_at_the_wrap():
+    sideways = [c for c in cases("loop", 8) if c.prompt.endswith(("left", "right"))]
+    assert len(sideways) == 4
+    for case in sideways:
+        assert judge(case, periodic(case))["passed"], case.prompt
+    case = [c for c in cases("loop", 4) if c.prompt.endswith("right")][0]
+    record = judge(case, truth(case))  # a render does not come back to where it started
+    assert not record["checks"]["seams"] and record["checks"]["intact"]
+    assert any(int(e.split("@")[1]) in range(15, 20) for e in record["numbers"]["seam_errors"])
+
+
+def test_long_clips_pass_and_a_break_or_a_stop_fails():
+    case = cases("long", 1, frames=65)[0]
+    assert case.windows == [(0, 17), (12, 29), (24, 41), (36, 53), (48, 65)]
+    assert case.seams == [17, 29, 41, 53]
+    good = truth(case)
+    assert judge(case, good)["passed"]
+    gone = good.copy()
+    gone[30] = 0  # the object vanishes for a frame in the third window
+    record = judge(case, gone)
+    assert not record["passed"] and not record["checks"]["windows"]
+    assert record["numbers"]["broken_windows"] == [2]  # frames 24..40 only
+    stopped = good.copy()
+    stopped[50:] = good[50]  # frozen from frame 50
+    record = judge(case, stopped)
+    assert not record["checks"]["moving"] and record["checks"]["intact"]
+
+
+def test_long_windows_match_the_pipeline():
+    assert long_windows(257, 17)[-1] == (240, 257) and len(long_windows(257, 17)) == 21
+    assert long_windows(29, 17) == [(0, 17), (12, 29)]
+    assert long_windows(21, 17) == [(0, 17), (12, 21)]
+
+
+@pytest.mark.parametrize("task", ["extend-forward", "extend-backward", "connect"])
+def test_a_jump_at_the_seam_fails_the_seams(task):
+    for case in cases(task, 4):
+        video = truth(case)
+        seam = case.seams[0]
+        part = slice(seam, None) if task != "extend-backward" else slice(None, seam)
+        moved = video.copy()
+        moved[part] = np.roll(video[part], 14, axis=2 if "left" in case.prompt
+                              or "right" in case.prompt else 1)
+        if task == "connect":  # the gap only: A and B stay given
+            moved[case.seams[1]:] = video[case.seams[1]:]
+        record = judge(case, moved)
+        assert not record["checks"]["seams"], (case.prompt, record)
+
+
+@pytest.mark.parametrize("task", ["animate", "extend-forward", "extend-backward", "connect"])
+def test_given_frames_that_do_not_come_back_fail(task):
+    for case in cases(task, 2):
+        video = truth(case)
+        s = case.given[-1]
+        video[s.first:s.stop] = np.clip(video[s.first:s.stop].astype(int) + 40, 0, 255)
+        record = judge(case, video)
+        assert not record["checks"]["given"] and record["numbers"]["given_error"] > 30
+        # the VAE's own error on them widens the margin
+        loose = judge(case, video, roundtrip=lambda c: np.clip(c.astype(int) + 40, 0, 255))
+        assert loose["checks"]["given"] and loose["numbers"]["roundtrip_error"] > 30
+
+
+def test_an_edit_that_keeps_its_colour_or_moves_the_object_fails():
+    for case in cases("edit", 4):
+        record = judge(case, case.source)  # not edited at all
+        assert not record["checks"]["followed"] and record["checks"]["path"]
+        shifted = np.roll(truth(case), 6, axis=1 if case.prompt.endswith(("left", "right"))
+                          else 2)  # moved 6 px across its path
+        record = judge(case, shifted)
+        assert not record["checks"]["path"] and record["numbers"]["path_max_px"] >= 5
+
+
+def test_bad_settings_are_one_line():
+    with pytest.raises(UserError, match="unknown task"):
+        build_cases("dance", 1, 0, SIZE)
+    with pytest.raises(UserError, match="1 \\+ 4k"):
+        build_cases("long", 1, 0, SIZE, frames=30)
+    with pytest.raises(UserError, match="window of at least 9"):
+        build_cases("animate", 1, 0, (5, 64, 64))
+    with pytest.raises(UserError, match="connect .* at least 13"):
+        build_cases("connect", 1, 0, (9, 64, 64))
+    with pytest.raises(UserError, match="strength"):
+        build_cases("edit", 1, 0, SIZE, strength=0)
+
+
+def test_merge_tasks_gives_one_clip_per_prompt():
+    batch = cases("connect", 3)
+    task = merge_tasks(batch)
+    assert len(task.connect[0]) == len(task.connect[1]) == 3
+    assert task.connect[1][2] is batch[2].task.connect[1]
+    assert merge_tasks(cases("long", 2, frames=33)) is None
+
+
+def test_run_task_eval_writes_a_report(tmp_path):
+    def generate(batch, seed):
+        return np.stack([truth(c) for c in batch])
+
+    report = run_task_eval("extend-forward", generate, tmp_path, clips=6, batch_size=4,
+                           progress=False)
+    assert report["totals"]["passed"] == 6 and report["totals"]["checks"]["seams"] == 6
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert [r["seed"] for r in saved["clips"]] == [0, 0, 0, 0, 4, 4]
+    assert "**Pass rate: 100.0%** (6 / 6)" in (tmp_path / "report.md").read_text()
+    assert (tmp_path / "contact_sheet.png").stat().st_size > 0
+    with pytest.raises(UserError, match="generate must return"):
+        run_task_eval("animate", lambda b, s: np.zeros((len(b), 9, 64, 64, 3), np.uint8),
+                      tmp_path / "bad", clips=2, progress=False)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_cli_runs_every_task_on_a_tiny_pipeline(tmp_path, capsys, task):
+    model = tmp_path / "model"
+    window = 13 if task == "connect" else 9  # connect: 5 frames of A, one new latent, 5 of B
+    tiny_pipeline(default_size=(window, 16, 16)).save_pretrained(model)
+    out = tmp_path / task
+    extra = ["--frames", "21"] if task == "long" else []
+    assert main(["eval", "--model", str(model), "--task", task, "--clips", "2", "--size",
+                 f"{window}x16x16", "--out", str(out), "--json", *extra]) == 0
+    totals = json.loads(capsys.readouterr().out)
+    assert totals["clips"] == 2 and set(totals["checks"]) == set(CHECKS[task])
+    report = json.loads((out / "report.json").read_text())
+    assert report["config"]["frames"] == (21 if task == "long" else window)
+
+
+def test_cli_rejects_flags_of_another_task(tmp_path, capsys):
+    model = tmp_path / "model"
+    tiny_pipeline().save_pretrained(model)
+    for flags, message in [(["--task", "animate", "--frames", "33"], "--frames sets a long"),
+                           (["--task", "loop", "--strength", "0.5"], "--strength sets an edit")]:
+        assert main(["eval", "--model", str(model), "--size", "9x16x16", *flags,
+                     "--out", str(tmp_path / "x")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "x").exists()
