@@ -366,7 +366,25 @@ class DiTStageConfig(LoopConfig):
                               f"not both (first_frame_cond is given_kinds = [\"first\"])")
 
 
-STAGES = ("vae", "dit")  # what a recipe can train, in the order stages run
+@dataclass
+class DistillStageConfig(LoopConfig):
+    """The distill stage: a few-step student of a teacher pipeline (`train.distill_task`)."""
+
+    section: ClassVar[str] = "train.distill"
+
+    teacher: str = ""  # the teacher's pipeline directory (flow objective)
+    pairs: int = 4096  # teacher samples (noise, clean latent) made once into RUN_DIR/pairs
+    pair_batch: int = 32  # pairs the teacher makes per call and per file
+    teacher_steps: int = 0  # the teacher's Euler steps for the pairs; 0: its own setting
+    student_steps: int = 4  # the student's sampling steps (its pipeline.json default)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_ranges(self, self.section, {"pairs": ">= 1", "pair_batch": ">= 1",
+                                          "teacher_steps": ">= 0", "student_steps": ">= 1"})
+
+
+STAGES = ("vae", "dit", "distill")  # what a recipe can train, in the order stages run
 
 
 @dataclass
@@ -378,12 +396,14 @@ class TrainConfig:
     stages: list[str] = field(default_factory=lambda: ["dit"])
     vae: VAEStageConfig = field(default_factory=VAEStageConfig)  # [train.vae]
     dit: DiTStageConfig = field(default_factory=DiTStageConfig)  # [train.dit]
+    distill: DistillStageConfig = field(default_factory=DistillStageConfig)  # [train.distill]
 
     def __post_init__(self) -> None:
         if not self.stages or sorted(self.stages, key=_stage_order) != self.stages \
-                or len(set(self.stages)) != len(self.stages):
-            raise ConfigError(f"train.stages must be [\"vae\"], [\"dit\"] or [\"vae\", \"dit\"], "
-                              f"got {self.stages!r}")
+                or len(set(self.stages)) != len(self.stages) \
+                or ("distill" in self.stages and len(self.stages) > 1):
+            raise ConfigError(f"train.stages must be [\"vae\"], [\"dit\"], [\"vae\", \"dit\"] or "
+                              f"[\"distill\"], got {self.stages!r}")
 
 
 def _stage_order(name: str) -> int:
@@ -584,7 +604,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     recipe = data.pop("preset", None)
     old = ["vae_train"] if "vae_train" in data else []
     train = data.get("train") if isinstance(data.get("train"), dict) else {}
-    old += [f"train.{key}" for key in train if key not in ("stages", "vae", "dit")]
+    old += [f"train.{key}" for key in train if key not in ("stages", *STAGES)]
     if old and (hint := _old_layout_hint(old[0])):
         raise ConfigError(f"{path.name}: {hint}")
     base = to_dict(Recipe())

@@ -8,10 +8,12 @@ section of settings:
   frozen VAE at `train.dit.vae_path` -> RUN_DIR/final, a pipeline directory;
 - ["vae", "dit"]: both in sequence in RUN_DIR/vae and RUN_DIR/dit; the DiT stage is handed the
   VAE the first stage exported, and the pipeline is copied to RUN_DIR/final.
+- ["distill"]: a few-step student of the pipeline at `train.distill.teacher` (`DistillTask`,
+  rectified-flow reflow on teacher pairs, settings in [train.distill]) -> RUN_DIR/final.
 
 Modules: `loop` (the `Loop`: precision, EMA, accumulation, checkpoints, signals, export),
 `distributed` (torchrun, FSDP2/DDP wrapping, full state dicts), `batches` (which samples each
-step trains on, fetched by DataLoader workers), `vae_task` and `dit_task`. Rerunning the same
+step trains on, fetched by DataLoader workers), `vae_task`, `dit_task` and `distill_task`. Rerunning the same
 command resumes bit-exactly; see `loop` and `batches` for why. `lock` keeps a second trainer
 out of a run directory in use.
 """

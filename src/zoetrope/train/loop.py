@@ -306,8 +306,8 @@ class Loop:
 
 def stage_loop(recipe: Recipe, stage: str, run_dir: str | Path, progress: bool = True,
                vae_dir: Path | None = None) -> Loop:
-    """Set up the loop of one stage ("vae" or "dit") in `run_dir`; `vae_dir`: the VAE a DiT
-    stage trains on when a VAE stage came first."""
+    """Set up the loop of one stage ("vae", "dit" or "distill") in `run_dir`; `vae_dir`: the VAE
+    a DiT stage trains on when a VAE stage came first."""
     from .dit_task import DiTTask
     from .vae_task import VAETask
     run_dir, d = Path(run_dir), setup_distributed()
@@ -321,8 +321,13 @@ def stage_loop(recipe: Recipe, stage: str, run_dir: str | Path, progress: bool =
     if d.main:
         print(f"train {stage}: {precision.describe()}", flush=True)
     torch.manual_seed(cfg.seed)  # same initial weights on every rank and every rerun
-    task = (VAETask.setup(recipe, run_dir, d) if stage == "vae"
-            else DiTTask.setup(recipe, run_dir, d, vae_dir, progress and d.main))
+    if stage == "vae":
+        task = VAETask.setup(recipe, run_dir, d)
+    elif stage == "distill":
+        from .distill_task import DistillTask
+        task = DistillTask.setup(recipe, run_dir, d, progress and d.main)
+    else:
+        task = DiTTask.setup(recipe, run_dir, d, vae_dir, progress and d.main)
     workers = recipe.data.num_workers
     workers = workers if workers >= 0 else default_num_workers(d.device, d.local_world)
     return Loop(task, cfg, run_dir, d, precision, workers, progress)
