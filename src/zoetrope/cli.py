@@ -232,8 +232,9 @@ def _eval_task(args: argparse.Namespace, pipe, sizes: list) -> None:
 
     if len(sizes) != 1 or args.vocabulary != "shapes":
         raise UserError("--task takes one --size (the window) and the shapes vocabulary")
-    if args.frames is not None and args.task != "long":
-        raise UserError("--frames sets a long clip's length: use it with --task long")
+    if args.frames is not None and args.task not in ("long", "loop"):
+        raise UserError("--frames sets the length of a long clip or a loop: use it with --task "
+                        "long or loop")
     if args.strength is not None and args.task != "edit":
         raise UserError("--strength sets an edit's strength: use it with --task edit")
 
@@ -390,7 +391,8 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--task", choices=EVAL_TASKS, help="prompt with given frames cut from renders "
                    "of the shapes world and judge what the task promises (zoetrope.task_eval)")
-    p.add_argument("--frames", type=_integer(2), help="--task long: output frames (default 257)")
+    p.add_argument("--frames", type=_integer(2), help="--task long or loop: output frames "
+                   "(default 257 for long, two windows less one for loop)")
     p.add_argument("--strength", type=_real(), help="--task edit: SDEdit strength (default 0.6)")
     p.add_argument("--out", default="outputs/eval", help="report directory")
     p.add_argument("--json", action="store_true", help="print the totals as JSON")

@@ -8,7 +8,11 @@ and the task is given what a user would give, cut from that render:
   extend-forward   its first 1 + 4k frames (about half); output one window that starts with them
   extend-backward  its last 1 + 4k frames; output one window that ends with them
   long             the prompt alone; output `frames` frames (default 257), window after window
-  loop             the prompt alone; output one window whose last frame leads into its first
+  loop             the prompt alone; output `frames` frames (default two windows less one: 33)
+                   whose last frame leads into the first. A loop obeys the world's laws only if
+                   a round trip (to the far wall and back) takes exactly the clip's length: at
+                   64 px and the world's middle speed that is 32 frames, while 17 frames would
+                   need a speed above the world's range
   connect          its first 5 frames as A and its last 5 as B; output one window (A, gap, B)
   edit             the render in another colour (the next one in `COLORS`) as the clip, the
                    prompt's colour as the edit, at `strength` (default 0.6)
@@ -128,10 +132,10 @@ def build_cases(task: str, clips: int, seed: int, size: tuple[int, int, int],
                         f"least 13 frames, got {window}")
     if not 0 < strength <= 1:
         raise UserError(f"strength must be in (0, 1], got {strength}")
-    total = window if task != "long" else frames or 257
-    if task == "long" and (total <= window or (total - 1) % 4):
-        raise UserError(f"a long clip needs more frames than a window ({window}), 1 + 4k; got "
-                        f"{total}")
+    total = {"long": frames or 257, "loop": frames or 2 * window - 1}.get(task, window)
+    if task in ("long", "loop") and (total <= window or (total - 1) % 4):
+        raise UserError(f"--task {task} needs more frames than a window ({window}), 1 + 4k; "
+                        f"got {total}")
     cases = []
     for i, prompt in enumerate(build_prompts(clips, seed, "shapes")):
         target = parse_prompt(prompt)[0]
