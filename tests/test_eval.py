@@ -106,6 +106,32 @@ def test_run_eval_catches_corrupted_clips(tmp_path):
     assert "| 2 | " + report["clips"][2]["prompt"] + " | 17x64x64 | FAIL | vanishing @ 8 |" in md
 
 
+def test_run_eval_physics_totals(tmp_path):
+    sizes = [(17, 64, 64), (33, 48, 80)]
+    truth_report = run_eval(truth, tmp_path / "gt", clips=8, sizes=sizes, progress=False)
+    p = truth_report["totals"]["physics"]
+    assert p["objects"] == 8 and p["unseen"] == 0
+    assert p["rms_error_mean"] < 0.35 and p["rms_error_median"] < 0.35  # rasterisation only
+    assert p["max_error_mean"] < 1.0 and p["rms_share_mean"] < 0.35 / 48
+    assert p["mean_abs_speed_drift"] < 0.1 and p["bounces"] >= 1
+    assert p["missed_bounces"] == p["mid_air_reversals"] == p["extra_bounces"] == 0
+    assert len(p["error_by_frame"]) == 33 and max(p["error_by_frame"]) < 0.6
+    record = truth_report["clips"][1]
+    assert record["size"] == [33, 48, 80] and len(record["physics"]["objects"][0]["errors"]) == 33
+    md = (tmp_path / "gt" / "report.md").read_text()
+    assert "## physics" in md and "Bounces missed: 0 of " in md
+
+    def jumpy(prompts, seed, size):  # every object jumps 10 px down (wrapping) from halfway
+        video = truth(prompts, seed, size)
+        video[:, size[0] // 2:] = np.roll(video[:, size[0] // 2:], 10, axis=2)
+        return video
+
+    bad = run_eval(jumpy, tmp_path / "bad", clips=8, sizes=sizes, progress=False)
+    q = bad["totals"]["physics"]
+    assert q["rms_error_mean"] > 2.0 and q["max_error_median"] > 4.0
+    assert max(q["error_by_frame"][17:]) > 4.0
+
+
 def test_run_eval_mnist_vocabulary(tmp_path):
     from zoetrope.data import mnist
 
@@ -127,6 +153,7 @@ def test_run_eval_mnist_vocabulary(tmp_path):
     assert report["totals"]["attributes"]["color"]["accuracy"] == 1.0  # digits are drawn grey
     assert report["totals"]["attributes"]["shape"] is None  # which digit: not judged, and said
     assert report["totals"]["errors"]["teleport"]["rate"] is None  # not checked on MNIST
+    assert report["totals"]["physics"] is None and report["clips"][0]["physics"] is None
     assert "says nothing about the digit drawn" in (tmp_path / "report.md").read_text()
 
 

@@ -6,8 +6,11 @@ writes a report directory:
 
   report.json        totals (pass rate; clips with every attribute right and no object vanishing,
                      duplicating, morphing or teleporting; per-attribute accuracy; per-error-kind
-                     counts and rates)
-                     and one record per clip
+                     counts and rates; physics against the ideal bouncing path, see
+                     `zoetrope.physics`: position error, speed drift, bounce counts, mean error
+                     per frame index)
+                     and one record per clip (its critique, and its physics scores per object in
+                     the shapes world)
   report.md          the same as markdown tables, plus the clip list in contact-sheet order
   contact_sheet.png  a grid of clips (a few frames each), framed green (passed) or red (failed),
                      each labelled with its clip index
@@ -21,6 +24,7 @@ seed does not depend on the batch size.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections import Counter
@@ -33,6 +37,7 @@ from tqdm import tqdm
 from .critic import ERROR_KINDS, INTACT_KINDS, critique
 from .data.shapes import COLORS, DIRECTIONS, SHAPES
 from .errors import UserError
+from .physics import physics_from_critique
 
 VOCABULARIES = ("shapes", "mnist")
 Generate = Callable[[list[str], int, tuple[int, int, int]], np.ndarray]
@@ -115,9 +120,11 @@ def run_eval(generate: Generate, out_dir: str | Path, clips: int = 84, seed: int
                                      [prompts[i] for i in batch])
                 for i, frames in zip(batch, video):
                     verdict = critique(frames, prompts[i])
+                    physics = (physics_from_critique(verdict).to_dict()
+                               if verdict.world == "shapes" else None)
                     records[i] = {"index": i, "prompt": prompts[i], "size": list(frames.shape[:3]),
                                   "seed": clip_seed, "passed": verdict.passed,
-                                  "critique": verdict.to_dict()}
+                                  "critique": verdict.to_dict(), "physics": physics}
                     pick = np.linspace(0, len(frames) - 1, min(SHEET_FRAMES, len(frames)))
                     thumbs[i] = frames[np.round(pick).astype(int)]
                 bar.update(len(batch))
@@ -176,7 +183,40 @@ def _totals(records: list[dict]) -> dict:
     both = sum(f and i for f, i in zip(followed, intact))
     return {"clips": n, "passed": passed, "pass_rate": passed / n, "followed": sum(followed),
             "intact": sum(intact), "followed_and_intact": both,
-            "followed_and_intact_rate": both / n, "attributes": attributes, "errors": errors}
+            "followed_and_intact_rate": both / n, "attributes": attributes, "errors": errors,
+            "physics": _physics_totals(records)}
+
+
+def _mean(values: list[float]) -> float | None:
+    return float(np.mean(values)) if values else None
+
+
+def _physics_totals(records: list[dict]) -> dict | None:
+    """Physics over every prompt object seen in some frame (None: no shapes-world clips).
+
+    Errors are px, `*_share` the same over the shorter frame side, speed drift is |relative
+    change|, bounce delays are |frames|; `error_by_frame[t]` is the mean position error at frame
+    t over the objects seen there (None where none is).
+    """
+    scored = [o for r in records if r["physics"] for o in r["physics"]["objects"]]
+    if not scored:
+        return None
+    objects = [o for o in scored if o["seen"]]
+    out: dict = {"objects": len(objects), "unseen": len(scored) - len(objects)}
+    for key in ("rms_error", "max_error", "rms_share", "max_share"):
+        values = [o[key] for o in objects]
+        out[key + "_mean"] = _mean(values)
+        out[key + "_median"] = float(np.median(values)) if values else None
+    out["mean_abs_speed_drift"] = _mean([abs(o["speed_drift"]) for o in objects
+                                         if o["speed_drift"] is not None])
+    out["bounces"] = sum(len(o["bounces"]) for o in objects)
+    out["mean_abs_bounce_delay"] = _mean([abs(b["delay"]) for o in objects for b in o["bounces"]
+                                          if b["delay"] is not None])
+    for key in ("missed_bounces", "mid_air_reversals", "extra_bounces"):
+        out[key] = sum(o[key] for o in objects)
+    columns = itertools.zip_longest(*(o["errors"] for o in objects))  # frame t of every object
+    out["error_by_frame"] = [_mean([e for e in c if e is not None]) for c in columns]
+    return out
 
 
 def _pct(x: float | None) -> str:
@@ -214,6 +254,7 @@ def _markdown(report: dict) -> str:
     lines += ["## physics errors", "", "| error | clips | rate | frames |", "|---|---|---|---|"]
     for kind, e in t["errors"].items():
         lines.append(f"| {kind} | {e['clips']} | {_pct(e['rate'])} | {e['frames']} |")
+    lines += _physics_markdown(t["physics"])
     lines += ["", "## clips (contact_sheet.png order: left to right, top to bottom; "
               "green frame = pass, red = fail)", "",
               "| # | prompt | size | verdict | problems |", "|---|---|---|---|---|"]
@@ -225,6 +266,31 @@ def _markdown(report: dict) -> str:
         lines.append(f"| {r['index']} | {r['prompt']} | {'x'.join(map(str, r['size']))} | "
                      f"{'pass' if r['passed'] else 'FAIL'} | {'; '.join(wrong) or '-'} |")
     return "\n".join(lines) + "\n"
+
+
+def _px(value: float | None, share: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f} px ({_pct(share)})"
+
+
+def _physics_markdown(p: dict | None) -> list[str]:
+    """The physics table of report.md (nothing outside the shapes world)."""
+    if p is None:
+        return []
+    delay = "n/a" if p["mean_abs_bounce_delay"] is None else f"{p['mean_abs_bounce_delay']:.2f}"
+    return ["", "## physics", "",
+            f"{p['objects']} objects tracked ({p['unseen']} never seen), each against the ideal "
+            "path of the world's law (constant speed, elastic bounces); shares are of the "
+            "shorter frame side.", "",
+            "| measure | mean | median |", "|---|---|---|",
+            f"| RMS position error | {_px(p['rms_error_mean'], p['rms_share_mean'])} | "
+            f"{_px(p['rms_error_median'], p['rms_share_median'])} |",
+            f"| max position error | {_px(p['max_error_mean'], p['max_share_mean'])} | "
+            f"{_px(p['max_error_median'], p['max_share_median'])} |",
+            f"| speed drift, last vs first quarter (abs.) | {_pct(p['mean_abs_speed_drift'])} | |",
+            f"| bounce timing error (abs., frames) | {delay} | |", "",
+            f"Bounces missed: {p['missed_bounces']} of {p['bounces']}; mid-air reversals: "
+            f"{p['mid_air_reversals']}; wall bounces no ideal bounce explains: "
+            f"{p['extra_bounces']}."]
 
 
 def _draw_number(image: np.ndarray, number: int, x: int, y: int, scale: int = 2) -> None:
