@@ -33,7 +33,10 @@ promises, and passes when every check of its task holds:
             frame (a share of the shorter side: 4 px at 64x64)
 
 Where the true path is known (extension, connect, edit: the render goes on), the RMS distance
-between the tracked and the true centres over the generated frames is reported too.
+between the tracked and the true centres over the generated frames is reported too, and every
+clip gets the physics scores of `zoetrope.physics` (error against the ideal bouncing path fitted
+to it, per frame and overall, speed drift, missed and mid-air bounces): for long clips, how the
+error grows with the frame index.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ from .critic import INTACT_KINDS, critique, parse_prompt
 from .data.shapes import COLORS, render_clip
 from .errors import UserError, atomic_write_text
 from .eval import SHEET_FRAMES, build_prompts, contact_sheet
+from .physics import physics_from_critique
 
 TASKS = ("animate", "extend-forward", "extend-backward", "long", "loop", "connect", "edit")
 SEAM_RADIUS = 2  # frames either side of a seam whose errors are the seam's
@@ -230,11 +234,15 @@ def judge(case: Case, video: np.ndarray, roundtrip: Roundtrip | None = None) -> 
             if dists else None
         numbers["path_max_px"] = round(max(dists), 3) if dists and not missing else None
         checks["path"] = bool(dists) and not missing and max(dists) <= EDIT_PATH * min(h, w)
+    phys = physics_from_critique(verdict).objects[0]  # against the ideal bouncing path
+    numbers.update(physics_rms_px=phys.rms_error, physics_max_px=phys.max_error,
+                   speed_drift=phys.speed_drift, missed_bounces=phys.missed_bounces,
+                   mid_air_reversals=phys.mid_air_reversals)
     wanted = {k: checks[k] for k in CHECKS[_kind(case)]}
     return {"index": case.index, "prompt": case.prompt, "source": case.source_prompt,
             "frames": n, "passed": all(wanted.values()), "checks": wanted, "numbers": numbers,
             "errors": {k: v for k, v in verdict.errors.items() if v},
-            "adherence": verdict.adherence}
+            "adherence": verdict.adherence, "error_by_frame": phys.errors}
 
 
 def _kind(case: Case) -> str:
@@ -305,7 +313,8 @@ def totals(records: list[dict], task: str) -> dict:
     passed = sum(r["passed"] for r in records)
     checks = {k: sum(r["checks"][k] for r in records) for k in CHECKS[task]}
     means = {}
-    for key in ("given_error", "roundtrip_error", "path_rms_px", "path_max_px"):
+    for key in ("given_error", "roundtrip_error", "path_rms_px", "path_max_px",
+                "physics_rms_px", "physics_max_px"):
         vals = [r["numbers"][key] for r in records if r["numbers"].get(key) is not None]
         if vals:
             means[key] = round(float(np.mean(vals)), 3)
@@ -318,8 +327,14 @@ def totals(records: list[dict], task: str) -> dict:
     for r in records:
         for kind in r["errors"]:
             errors[kind] = errors.get(kind, 0) + 1
+    by_frame = []  # mean physics error per frame index over the clips that saw the object
+    for t in range(max(len(r["error_by_frame"]) for r in records)):
+        seen = [r["error_by_frame"][t] for r in records if t < len(r["error_by_frame"])
+                and r["error_by_frame"][t] is not None]
+        by_frame.append(round(float(np.mean(seen)), 3) if seen else None)
     return {"clips": n, "passed": passed, "pass_rate": passed / n, "checks": checks,
-            "means": means, "seam_errors": seam_kinds, "clips_with_error": errors}
+            "means": means, "seam_errors": seam_kinds, "clips_with_error": errors,
+            "physics_error_by_frame": by_frame}
 
 
 def markdown(report: dict) -> str:
@@ -345,7 +360,8 @@ def markdown(report: dict) -> str:
               "| # | prompt | verdict | failed checks | numbers |", "|---|---|---|---|---|"]
     for r in report["clips"]:
         failed = ", ".join(k for k, v in r["checks"].items() if not v) or "-"
-        nums = "; ".join(f"{k} {v}" for k, v in r["numbers"].items() if v not in (None, []))
+        nums = "; ".join(f"{k} {round(v, 3) if isinstance(v, float) else v}"
+                         for k, v in r["numbers"].items() if v not in (None, []))
         lines.append(f"| {r['index']} | {r['prompt']} | {'pass' if r['passed'] else 'FAIL'} | "
                      f"{failed} | {nums or '-'} |")
     return "\n".join(lines) + "\n"
