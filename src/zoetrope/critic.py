@@ -27,7 +27,19 @@ the extent). Each prompt object is tracked by colour and proximity, then checked
   teleport      a step off the previous velocity by a jump (at a wall, allowing the bounce)
   speed_change  step speed off the median (steps around a bounce excepted)
   wall_pass     the object is cut by the frame edge, vanishes at a wall, or wraps around
-  bad_bounce    motion reverses while the object is away from every wall
+  bad_bounce    motion reverses while the object is away from every wall and the other object
+  permanence    (prompts ending ' behind a gray bar' only; added to `checked`, ERROR_KINDS is
+                unchanged) an object gone behind the bar does not come out where and when its
+                velocity before (folded at the walls) puts it, or comes out in another colour or
+                clearly another shape
+
+The bar is found from pixels (grey, mid-bright, in at least half the frames: a gray blob that
+does not move); its pixels and a 1 px rim are background, frames where an object touches it give
+no shape, area or position, and missing frames behind it are judged by `permanence`, not
+`vanishing`. Two objects may bounce off each other (the shapes world's `collide`): next to the
+other object a velocity change is allowed as at a wall, and speed is judged per stretch between
+such contacts. Objects that pass through each other are not flagged: captions do not say whether
+a clip's world collides.
 
 Moving MNIST is checked for direction, vanishing and duplicate only; colour and shape are "n/a".
 """
@@ -49,6 +61,8 @@ from .log import warn
 ERROR_KINDS = ("vanishing", "duplicate", "extra_object", "color_change", "morphing", "teleport",
                "speed_change", "wall_pass", "bad_bounce")
 MNIST_KINDS = ("vanishing", "duplicate")
+# Checked only for prompts with the occluder suffix, so every other verdict keeps ERROR_KINDS.
+OCCLUDER_KINDS = ERROR_KINDS + ("permanence",)
 # "Intact": no object vanishing, splitting, morphing or jumping. Looser than a pass, which also
 # rules out speed changes, bad bounces and the rest.
 INTACT_KINDS = ("vanishing", "duplicate", "morphing", "teleport")
@@ -83,13 +97,21 @@ MAX_SIDE = 128  # larger clips are downscaled before critique (`downscale_for_cr
 # more than this (of 255) is a coloured object, not a digit (codecs shift grey by a few levels).
 GREY_SPREAD = 40
 WALL_SLACK = 2.0  # px of tolerance on "at the wall" (blur and rounding move a box edge 1 px)
+# The occluder is drawn (128, 128, 128): a pixel is bar when grey (channels within GREY_SPREAD)
+# and in BAR_LEVELS (dimmed to half, or brightened by a codec, it stays inside) in at least half
+# of the frames; moving objects never dwell there that long.
+BAR_LEVELS = (60, 200)
+# An object predicted at least half outside the bar (after moving the prediction by its
+# tolerance towards the bar) must be seen.
+VISIBLE_SHARE = 0.5
 
 _UNIT = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}  # walking into a wall
 _OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
 _SHAPE_RE = re.compile(r"an? (\w+) (\w+) (?:moving|moves) (\w+)")
+_OCCLUDER_RE = re.compile(r" behind an? gr[ae]y bar$")  # OCCLUDER_SUFFIX, either spelling
 _DIGIT_RE = re.compile(r"the digit (\d) (?:moving|moves) (\w+)")
-GRAMMAR = ("'a red circle moving left' (optionally '... and a blue square moving up') "
-           "or 'the digit 7 moving left'")
+GRAMMAR = ("'a red circle moving left' (optionally '... and a blue square moving up', then "
+           "optionally ' behind a gray bar') or 'the digit 7 moving left'")
 
 
 @dataclass(frozen=True)
@@ -106,9 +128,20 @@ class Target:
         return f"{what} moving {self.direction}"
 
 
+def _normalize(prompt: str) -> str:
+    return " ".join(prompt.lower().replace(",", " ").split()).rstrip(".").strip()
+
+
+def has_occluder(prompt: str) -> bool:
+    """Whether a prompt ends with the occluder suffix (' behind a gray bar')."""
+    return bool(_OCCLUDER_RE.search(_normalize(prompt)))
+
+
 def parse_prompt(prompt: str) -> list[Target]:
     """Parse a shapes-world or Moving-MNIST prompt into its objects (UserError otherwise)."""
-    text = " ".join(prompt.lower().replace(",", " ").split()).rstrip(".").strip()
+    text = _normalize(prompt)
+    occluded = bool(_OCCLUDER_RE.search(text))
+    text = _OCCLUDER_RE.sub("", text)
     targets = []
     for part in text.split(" and "):
         if m := _SHAPE_RE.fullmatch(part):
@@ -124,6 +157,9 @@ def parse_prompt(prompt: str) -> list[Target]:
             raise UserError(f"cannot parse prompt {prompt!r}: expected {GRAMMAR}")
     if len({t.digit is None for t in targets}) > 1:
         raise UserError(f"prompt {prompt!r} mixes shapes and digits; expected {GRAMMAR}")
+    if occluded and targets[0].digit is not None:
+        raise UserError(f"cannot parse prompt {prompt!r}: the gray bar belongs to the shapes "
+                        f"world; expected {GRAMMAR}")
     return targets
 
 
@@ -210,16 +246,20 @@ def _fill(value: np.ndarray, inv: np.ndarray, starts: np.ndarray, area: np.ndarr
 
 
 def segment(frames: np.ndarray, merge_radius: int = 0, split_colors: bool = True,
-            expected: tuple[str, ...] = ()) -> list[list[Component]]:
+            expected: tuple[str, ...] = (), hide: np.ndarray | None = None
+            ) -> list[list[Component]]:
     """Components of every frame of uint8 (T, H, W, 3), noise-sized blobs dropped.
 
     A blob is split by colour when it holds two sizeable colours; any pixels of a colour in
     `expected` (the prompt's) count, so a sliver of an occluded object never joins the other.
+    Pixels of the bool (H, W) `hide` (the occluder) are background in every frame.
     """
     n, h, w, _ = frames.shape
     v = np.maximum(np.maximum(frames[..., 0], frames[..., 1]), frames[..., 2])  # (T, H, W)
     peak = float(np.median(v.reshape(n, -1).max(1)))
     fg = v >= np.clip(FG_FRACTION * peak, *FG_RANGE)
+    if hide is not None:
+        fg &= ~hide
     names = list(COLORS)
     palette = np.array([COLORS[c] for c in names], np.float32)
     palette /= palette.max(1, keepdims=True)
@@ -325,14 +365,15 @@ def _median_speed(track: Track) -> float:
     return float(np.median(steps)) if steps else 0.0
 
 
-def _observe(track: Track, t_count: int, h: int, w: int,
-             usable: list[bool] | None = None) -> tuple[str, str]:
-    """(majority shape, direction over frames 0..ceil(T / 4)) of a track."""
+def _observe(track: Track, t_count: int, h: int, w: int, usable: list[bool] | None = None,
+             moving: list[bool] | None = None) -> tuple[str, str]:
+    """(majority shape, direction over frames 0..ceil(T / 4), from `moving` frames) of a track."""
     seen = [c for i, c in enumerate(track) if c is not None and (usable is None or usable[i])]
     seen = seen or [c for c in track if c is not None]
     clear = [c.shape for c in seen if c.clear] or [c.shape for c in seen] or ["unseen"]
     shape = Counter(clear).most_common(1)[0][0]
-    early = [c for c in track[:math.ceil(t_count / 4) + 1] if c is not None]
+    early = [c for i, c in enumerate(track[:math.ceil(t_count / 4) + 1])
+             if c is not None and (moving is None or moving[i])]
     if len(early) < 2:
         return shape, "unseen"
     dx, dy = np.subtract(early[-1].center, early[0].center)
@@ -400,12 +441,16 @@ def _wall_gaps(c: Component, h: int, w: int) -> dict[str, int]:
 
 
 def _motion_errors(track: Track, usable: list[bool], clean: list[bool], h: int,
-                   w: int) -> dict[str, set[int]]:
+                   w: int, close: list[bool] | None = None) -> dict[str, set[int]]:
     """Teleport, speed, bounce and wall errors of one track (frames where each happens).
 
     Positions come from `usable` frames; speed is judged only between `clean` ones (touching
     nothing), since a centroid shifted by a blended neighbour fakes a 1-2 px speed change.
+    `close` marks frames close enough to the other object to have bounced off it in the step
+    before or after: there a velocity change is allowed like at a wall, and the speed is judged
+    against the median of its own stretch between such contacts (equal masses swap speeds).
     """
+    close = close or [False] * len(track)
     errors: dict[str, set[int]] = {k: set() for k in ("teleport", "speed_change", "bad_bounce",
                                                       "wall_pass")}
     idx = [t for t in range(len(track)) if usable[t]]
@@ -423,7 +468,8 @@ def _motion_errors(track: Track, usable: list[bool], clean: list[bool], h: int,
             prev = None
         elif prev is None:
             prev = v
-        elif (np.hypot(*(v - prev)) > jump + (2 * med if walled[a] or walled[b] else 0.0)
+        elif (np.hypot(*(v - prev)) > jump + (2 * med if walled[a] or walled[b] or close[a]
+                                              or close[b] else 0.0)
               # Turning back at about the same speed is a reversal, judged as a bounce below.
               and np.hypot(*(v + prev)) > max(SPEED_TOL * np.hypot(*prev), SPEED_FLOOR)):
             jumps.add(i)
@@ -448,7 +494,8 @@ def _motion_errors(track: Track, usable: list[bool], clean: list[bool], h: int,
         span = range(steps[i][0], steps[j][1] + 1)
         gap = min(_wall_gaps(track[t], h, w)[wall] for t in span if usable[t])
         # A reversal inside unseen frames (missing, occluded) cannot be placed: not judged.
-        if gap > 1.5 * med + WALL_SLACK and all(usable[t] for t in span):
+        if (gap > 1.5 * med + WALL_SLACK and all(usable[t] for t in span)
+                and not any(close[t] for t in span)):  # a bounce off the other object is fine
             errors["bad_bounce"].add(steps[i][1])
     # The first and last steps may hold a bounce whose reversal falls outside the clip.
     for i in {0, len(steps) - 1}:
@@ -456,10 +503,15 @@ def _motion_errors(track: Track, usable: list[bool], clean: list[bool], h: int,
         walls = ("left", "right") if axis == 0 else ("up", "down")
         if min(_wall_gaps(track[t], h, w)[d] for t in (a, b) for d in walls) <= med + WALL_SLACK:
             bounce.add(i)
-    steady = [i for i in range(len(steps)) if i not in jumps | bounce | unseen]
+    contact = {i for i, (a, b, _) in enumerate(steps) if close[a] or close[b]}
+    stretch = np.cumsum([i in contact for i in range(len(steps))])  # stretches between contacts
+    steady = [i for i in range(len(steps)) if i not in jumps | bounce | unseen | contact]
     speed = float(np.median([np.hypot(*steps[i][2]) for i in steady])) if steady else med
+    own = {k: float(np.median([np.hypot(*steps[i][2]) for i in steady if stretch[i] == k]))
+           for k in {stretch[i] for i in steady}} if contact else {}
     for i in (i for i in steady if clean[steps[i][0]] and clean[steps[i][1]]):
-        if abs(np.hypot(*steps[i][2]) - speed) > max(SPEED_TOL * speed, SPEED_FLOOR):
+        ref = own.get(stretch[i], speed)
+        if abs(np.hypot(*steps[i][2]) - ref) > max(SPEED_TOL * ref, SPEED_FLOOR):
             errors["speed_change"].add(steps[i][1])
     return errors
 
@@ -574,12 +626,18 @@ def critique(frames: np.ndarray, prompt: str) -> Critique:
     frames = _check_frames(frames)
     n, h, w, _ = frames.shape
     mnist = targets[0].digit is not None
+    occluded = has_occluder(prompt)
+    bar = find_bar(frames) if occluded else None
+    # Bar pixels, and one more pixel around them where a blurred edge blends, are background.
+    hide = None if bar is None else np.logical_or.reduce(_shifts(bar[None], False))[0]
     # A digit's strokes may break at the threshold; merge blobs within ~3% of the frame.
     comps = segment(frames, merge_radius=max(1, round(0.03 * min(h, w))) if mnist else 0,
-                    split_colors=not mnist, expected=tuple(t.color for t in targets if t.color))
+                    split_colors=not mnist, expected=tuple(t.color for t in targets if t.color),
+                    hide=hide)
     tracks, recolored, used = _follow(comps, targets, h, w)
     clip_errors: dict[str, set[int]] = {"extra_object": set()}
     dups: list[set[int]] = [set() for _ in targets]
+    box = None if hide is None else _mask_box(hide)
     refs = [np.median([c.area for c in tr if c is not None] or [0]) for tr in tracks]
     floor = SIGNIFICANT * min(refs)
     for t, frame in enumerate(comps):
@@ -594,12 +652,34 @@ def critique(frames: np.ndarray, prompt: str) -> Critique:
             # (cut by the other one in front, or a digit's broken stroke), not a copy.
             elif not any(_touches(c, m) for m in matched):
                 for i in owners:
-                    dups[i].add(t)
-    reports = [_report(tg, tracks, i, recolored[i], dups[i], comps, h, w, mnist)
+                    # A part cut by the bar while the object is behind it is that object.
+                    if box is None or _box_gap(c.bbox, box) > 0 or not (
+                            tracks[i][t] is None or _box_gap(tracks[i][t].bbox, box) <= 0):
+                        dups[i].add(t)
+    reports = [_report(tg, tracks, i, recolored[i], dups[i], comps, h, w, mnist, occluded, box)
                for i, tg in enumerate(targets)]
     return Critique(prompt, "mnist" if mnist else "shapes", (n, h, w), reports,
                     {} if mnist else {k: sorted(v) for k, v in clip_errors.items()},
-                    MNIST_KINDS if mnist else ERROR_KINDS)
+                    MNIST_KINDS if mnist else OCCLUDER_KINDS if occluded else ERROR_KINDS)
+
+
+def find_bar(frames: np.ndarray) -> np.ndarray | None:
+    """Bool (H, W) mask of the occluder: the largest blob of pixels grey and mid-bright in at
+    least half of the frames (a gray component that does not move), or None."""
+    n, h, w, _ = frames.shape
+    v, lo = frames.max(-1).astype(np.int16), frames.min(-1).astype(np.int16)
+    grey = (v - lo <= GREY_SPREAD) & (v >= BAR_LEVELS[0]) & (v <= BAR_LEVELS[1])
+    static = grey.mean(0) >= 0.5  # (H, W)
+    if static.sum() < max(4.0, NOISE_AREA * h * w):
+        return None
+    lab = label_components(static)
+    return lab == np.bincount(lab.reshape(-1))[1:].argmax() + 1
+
+
+def _mask_box(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) inclusive pixel box of a bool (H, W) mask."""
+    ys, xs = np.nonzero(mask)
+    return int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())
 
 
 def _hidden(track: Track, t: int, others: list[Track], frame: list[Component],
@@ -625,6 +705,161 @@ def _hidden(track: Track, t: int, others: list[Track], frame: list[Component],
                                      for d in frame for o in covering)
 
 
+def _box_gap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> int:
+    """Background pixels between two inclusive boxes (Chebyshev; 0 adjacent, < 0 overlapping)."""
+    return max(b[0] - a[2], a[0] - b[2], b[1] - a[3], a[1] - b[3]) - 1
+
+
+def _near_other(track: Track, others: list[Track]) -> list[bool]:
+    """Frames where another object is close enough to have bounced off this one within a step
+    (box gap at most both speeds plus slack) without overlapping it (objects that collide never
+    overlap; ones that pass through each other do)."""
+    if not others:
+        return [False] * len(track)
+    speed = _median_speed(track)
+    out = []
+    for t, c in enumerate(track):
+        gaps = [(_box_gap(c.bbox, o[t].bbox), _median_speed(o)) for o in others
+                if c is not None and o[t] is not None]
+        out.append(any(-2 <= g <= speed + s + WALL_SLACK for g, s in gaps))
+    return out
+
+
+def _fold(x: float, lo: float, hi: float) -> float:
+    """Reflect x into [lo, hi] as elastic bounces off both ends do."""
+    if hi <= lo:
+        return lo
+    q = (x - lo) % (2 * (hi - lo))
+    return lo + (q if q <= hi - lo else 2 * (hi - lo) - q)
+
+
+def _visible_share(center: np.ndarray, half: np.ndarray, bar: tuple[int, int, int, int],
+                   tol: float, walls) -> float:
+    """The smallest share of a box (center +- half) outside the bar, the box moved by up to tol
+    on each axis in 1 px steps (and kept inside the walls, as the object is)."""
+    lo, hi = np.array(bar[:2], float), np.array(bar[2:], float) + 1
+    k = int(math.ceil(tol))
+    shifts = np.linspace(-tol, tol, 2 * k + 1)
+    c = center[None, None] + np.stack(np.meshgrid(shifts, shifts, indexing="ij"), -1)
+    c = np.clip(c, [walls[0][0], walls[1][0]], [walls[0][1], walls[1][1]])  # (S, S, 2)
+    inter = np.clip(np.minimum(c + half, hi) - np.maximum(c - half, lo), 0, None).prod(-1)
+    return float(1 - inter.max() / max(float((2 * half).prod()), 1e-6))
+
+
+def _permanence(track: Track, covered: list[bool], contact: list[bool],
+                bar: tuple[int, int, int, int], shape: str, recolored: list[int], hidden,
+                h: int, w: int) -> tuple[set[int], set[int]]:
+    """(missing frames explained by the bar, permanence errors) of one track.
+
+    Each stretch of frames where the object is missing or cut by the bar is predicted from the
+    last two whole sightings before it (their box centres: constant velocity, folded at the walls;
+    a bounce between the two sightings is tried too and the hypothesis closest to the reappearance
+    kept). Errors: missing while predicted at least VISIBLE_SHARE outside the bar (it did not come
+    out), a visible part whose outer edge or extent is off the prediction, and a reappearance
+    off the prediction by more than a teleport, in another colour, or clearly another shape.
+    """
+    n = len(track)
+    gone = [c is None or b for c, b in zip(track, covered)]
+    seen = [t for t in range(n) if not gone[t]]
+    if not seen:
+        return {t for t in range(n) if track[t] is None}, set()
+    dims = np.median([(track[t].bbox[2] - track[t].bbox[0] + 1,
+                       track[t].bbox[3] - track[t].bbox[1] + 1) for t in seen], axis=0)
+    half = dims / 2
+    walls = ((half[0], w - half[0]), (half[1], h - half[1]))
+    normal = 0 if (bar[2] - bar[0] + 1) / w < (bar[3] - bar[1] + 1) / h else 1
+    mid = (bar[normal] + bar[normal + 2] + 1) / 2
+    behind, errors = set(), set()
+    runs, t = [], 0
+    while t < n:
+        if gone[t]:
+            b = t
+            while b + 1 < n and gone[b + 1]:
+                b += 1
+            runs.append((t, b))
+            t = b
+        t += 1
+    for a, b in runs:
+        missing = [t for t in range(a, b + 1) if track[t] is None]
+        before = [t for t in seen if t < a][-2:]
+        r = b + 1 if b + 1 < n else None
+        if len(before) < 2:  # no velocity: not judged, but hidden if it touched the bar
+            if any(covered[a:b + 1]):
+                behind |= set(missing)
+            continue
+        # Velocity over the longest stretch of steady steps before: box centres move in whole
+        # pixels, so two sightings alone can be off by 1 px/frame.
+        stretch = [t for t in seen if t < a and not contact[t]][-2:]
+        stretch = stretch if len(stretch) == 2 and stretch[1] - stretch[0] <= 2 else before
+        last = _step(track, *stretch)
+        for t in reversed([t for t in seen if t < stretch[0]]):
+            if contact[t] or np.hypot(*(_step(track, t, stretch[0]) - last)) > max(
+                    SPEED_FLOOR, SPEED_TOL * np.hypot(*last)):
+                break
+            stretch.insert(0, t)
+        f1, f2 = stretch[0], stretch[-1]
+        p1, p2 = _box_center(track[f1]), _box_center(track[f2])
+        v = (p2 - p1) / (f2 - f1)
+        hypotheses = [(p2, v)]
+        p1, speed = _box_center(track[stretch[-2]]), _median_speed([track[t] for t in seen])
+        for i in (0, 1):  # a wall bounce between the last two sightings, at the usual speed
+            for wall in walls[i]:
+                if abs(p2[i] - wall) <= 2 * np.abs(v).max() + WALL_SLACK:
+                    u = v.copy()
+                    u[i] = -((2 * wall - p2[i]) - p1[i]) / (f2 - stretch[-2])
+                    if abs(np.hypot(*u) - speed) <= max(SPEED_TOL * speed, SPEED_FLOOR):
+                        hypotheses.append((p2, u))
+
+        def predict(hyp, t):
+            x = hyp[0] + hyp[1] * (t - f2)
+            return np.array([_fold(x[0], *walls[0]), _fold(x[1], *walls[1])])
+
+        if r is not None:
+            hyp = min(hypotheses, key=lambda g: np.hypot(*(predict(g, r) - _box_center(track[r]))))
+        else:
+            hyp = hypotheses[0]
+        # Tolerance: a teleport's, plus the drift of a velocity read to +-1 px over the stretch.
+        base = max(TELEPORT_FLOOR * min(h, w), TELEPORT_SPEEDS * float(np.hypot(*hyp[1])))
+        tols = {t: base + (t - f2) / (f2 - f1) for t in range(a, b + 2)}
+        at_bar = [_visible_share(predict(hyp, t), half, bar, tols[t], walls) < 1 for t in missing]
+        if not any(covered[a:b + 1]) and not any(at_bar):
+            continue  # gone away from the bar: vanishing, judged as before
+        behind |= set(missing)
+        for t in missing:
+            if not hidden(t) and _visible_share(predict(hyp, t), half, bar,
+                                                tols[t], walls) >= VISIBLE_SHARE:
+                errors.add(t)  # should be out from behind the bar by now
+        for t in (t for t in range(a, b + 1) if track[t] is not None):
+            c, p, tol = track[t], predict(hyp, t), tols[t]
+            x0, y0, x1, y1 = c.bbox
+            lo, hi = np.array([x0, y0], float), np.array([x1, y1], float) + 1
+            side = 1 if (lo[normal] + hi[normal]) / 2 > mid else -1  # the part left of the bar
+            outer = hi[normal] if side > 0 else lo[normal]
+            off = abs(outer - (p[normal] + side * half[normal])) > tol
+            along = 1 - normal
+            off |= bool(lo[along] < p[along] - half[along] - tol
+                        or hi[along] > p[along] + half[along] + tol)
+            if off and not contact[t]:
+                errors.add(t)
+        if r is not None:
+            c = track[r]
+            moved = np.hypot(*(predict(hyp, r) - _box_center(c))) > tols[r] and not contact[r]
+            if moved or r in recolored or (c.clear and c.shape != shape and not contact[r]):
+                errors.add(r)
+    return behind, errors
+
+
+def _step(track: Track, a: int, b: int) -> np.ndarray:
+    """Velocity (px/frame) of the box centre from frame a to frame b."""
+    return (_box_center(track[b]) - _box_center(track[a])) / (b - a)
+
+
+def _box_center(c: Component) -> np.ndarray:
+    """(x, y) centre of a component's pixel box (the object's box centre, up to rounding)."""
+    x0, y0, x1, y1 = c.bbox
+    return np.array([(x0 + x1 + 1) / 2, (y0 + y1 + 1) / 2])
+
+
 def _exits(track: Track, vanished: set[int], h: int, w: int) -> set[int]:
     """First frames of vanishings right after walking into a wall, never to return there."""
     speed, out = _median_speed(track), set()
@@ -644,11 +879,17 @@ def _exits(track: Track, vanished: set[int], h: int, w: int) -> set[int]:
 
 
 def _report(target: Target, tracks: list[Track], i: int, recolored: list[int], dups: set[int],
-            comps: list[list[Component]], h: int, w: int, mnist: bool) -> ObjectReport:
-    """Adherence and physics of prompt object i from its track and everything else seen."""
+            comps: list[list[Component]], h: int, w: int, mnist: bool, occluded: bool = False,
+            bar: tuple[int, int, int, int] | None = None) -> ObjectReport:
+    """Adherence and physics of prompt object i from its track and everything else seen.
+
+    `bar` is the box of the occluder's hidden pixels (the bar grown by 1 px), when there is one."""
     track, n = tracks[i], len(comps)
     others = [tr for j, tr in enumerate(tracks) if j != i]
     found = [c is not None for c in track]
+    # Cut by the bar (touching its hidden pixels): no shape, area or position from that frame.
+    covered = [c is not None and bar is not None and _box_gap(c.bbox, bar) <= 0
+               for c in track]
     overlap = [c is not None and any(o[t] is not None and _touches(c, o[t]) for o in others)
                for t, c in enumerate(track)]
     # In contact with any other blob (e.g. the remnant of an object it hides, blended by blur):
@@ -656,12 +897,20 @@ def _report(target: Target, tracks: list[Track], i: int, recolored: list[int], d
     contact = [c is not None and (c.joined or any(_touches(c, d) for d in comps[t] if d is not c))
                for t, c in enumerate(track)]
     at_wall = [c is not None and min(_wall_gaps(c, h, w).values()) == 0 for c in track]
-    whole = [f and not o and not a for f, o, a in zip(found, contact, at_wall)]
-    shape, direction = _observe(track, n, h, w, usable=whole)
-    errors = {k: set() for k in (MNIST_KINDS if mnist else ERROR_KINDS) if k != "extra_object"}
+    whole = [f and not o and not a and not b for f, o, a, b in zip(found, contact, at_wall,
+                                                                   covered)]
+    shape, direction = _observe(track, n, h, w, usable=whole,
+                                moving=[not b for b in covered] if bar is not None else None)
+    kinds = MNIST_KINDS if mnist else OCCLUDER_KINDS if occluded else ERROR_KINDS
+    errors = {k: set() for k in kinds if k != "extra_object"}
     errors["duplicate"] = dups
     errors["vanishing"] = {t for t in range(n) if not found[t]
                            and not _hidden(track, t, others, comps[t], target.color)}
+    if bar is not None:
+        behind, errors["permanence"] = _permanence(
+            track, covered, contact, bar, shape, recolored,
+            lambda t: _hidden(track, t, others, comps[t], target.color), h, w)
+        errors["vanishing"] -= behind
     color = shape_attr = Attribute("n/a", "n/a", None)
     if mnist:
         color = _grey(track)
@@ -678,12 +927,14 @@ def _report(target: Target, tracks: list[Track], i: int, recolored: list[int], d
         for t, c in enumerate(track):
             if whole[t] and (abs(c.area / ref - 1) > MORPH_AREA or (c.clear and c.shape != shape)):
                 errors["morphing"].add(t)
-            if at_wall[t] and not overlap[t] and c.area < CLIPPED_AREA * ref:  # cut by the edge
+            if at_wall[t] and not overlap[t] and not covered[t] and c.area < CLIPPED_AREA * ref:
                 errors["wall_pass"].add(t)
         # Behind the other object a blob shrinks and its centroid shifts: no motion from it.
-        usable = [f and not (o and c.area < 0.95 * ref) for f, o, c in zip(found, contact, track)]
-        clean = [f and not o for f, o in zip(found, contact)]
-        for k, v in _motion_errors(track, usable, clean, h, w).items():
+        usable = [f and not (o and c.area < 0.95 * ref) and not b
+                  for f, o, c, b in zip(found, contact, track, covered)]
+        clean = [f and not o and not b for f, o, b in zip(found, contact, covered)]
+        near = _near_other(track, others)
+        for k, v in _motion_errors(track, usable, clean, h, w, near).items():
             errors[k] |= v
         errors["wall_pass"] |= _exits(track, errors["vanishing"], h, w)
     return ObjectReport(
