@@ -130,3 +130,18 @@ def test_out_of_range_values_are_refused_naming_the_setting(override, setting):
         load_recipe(TINY, [override])
     message = str(error.value)
     assert message.startswith(f"{setting} must be ") and "\n" not in message
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"speed_range": [0.1]}, "data.speed_range"),
+    ({"speed_range": [0.1, 0.05]}, "data.speed_range"),
+    ({"object_scale": [0.2, 1.5]}, "data.object_scale"),
+    ({"holdout": ["red circle"]}, "data.holdout"),
+    ({"holdout": ["purple circle up"]}, "data.holdout"),
+    ({"collide": True}, "data.collide needs data.two_objects"),
+])
+def test_generalization_split_settings_are_checked(kw, message):
+    from zoetrope.config import DataConfig
+    with pytest.raises(ConfigError, match=message) as e:
+        DataConfig(**kw)
+    assert "\n" not in str(e.value)

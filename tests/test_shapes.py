@@ -206,3 +206,23 @@ def test_renders_are_pinned_bit_exact():
                 total.update(clip.frames.tobytes())
                 total.update(clip.caption.encode())
     assert total.hexdigest()[:16] == "23440a94b17821f7"
+
+
+def test_holdout_speed_and_scale_shape_the_training_stream():
+    from zoetrope.data.shapes import ShapesWorld
+
+    world = ShapesWorld(sizes=[(17, 64, 64)], seed=3, holdout=["* circle up", "red square *"])
+    for i in range(200):
+        for o in world.clip(i).objects:
+            assert not (o.shape == "circle" and o.direction == "up")
+            assert not (o.color == "red" and o.shape == "square")
+    plain = ShapesWorld(sizes=[(17, 64, 64)], seed=3)
+    kept = [i for i in range(50) if not any(
+        (o.shape, o.direction) == ("circle", "up") or (o.color, o.shape) == ("red", "square")
+        for o in plain.clip(i).objects)]
+    assert all(np.array_equal(world.clip(i).frames, plain.clip(i).frames) for i in kept)
+    sized = ShapesWorld(sizes=[(17, 64, 64)], seed=3, scale_range=(0.15, 0.35))
+    assert len({sized.clip(i).objects[0].size for i in range(40)}) > 5
+    slow = ShapesWorld(sizes=[(17, 64, 64)], seed=3, speed_range=(1 / 64, 1 / 63))
+    steps = [np.abs(np.diff(slow.clip(i).objects[0].centers, axis=0)).max() for i in range(20)]
+    assert max(steps) <= 64 / 63 + 1e-9  # 1 .. 1.016 px/frame, not 2 .. 4

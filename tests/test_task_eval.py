@@ -6,11 +6,11 @@ import json
 import numpy as np
 import pytest
 
-from zoetrope.cli import EVAL_TASKS, main
+from zoetrope.cli import EVAL_SPLITS, EVAL_TASKS, main
 from zoetrope.data.shapes import COLORS, shape_mask
 from zoetrope.errors import UserError
-from zoetrope.task_eval import (CHECKS, TASKS, build_cases, judge, long_windows, merge_tasks,
-                                run_task_eval)
+from zoetrope.task_eval import (CHECKS, SPLITS, TASKS, build_cases, draw_ideal, judge, long_windows,
+                                merge_tasks, run_splits, run_task_eval)
 
 from test_pipeline import tiny_pipeline
 
@@ -47,7 +47,7 @@ def cases(task, clips=8, **kw):
 
 
 def test_cli_task_names_are_the_evals():
-    assert EVAL_TASKS == TASKS == tuple(CHECKS)
+    assert EVAL_TASKS == TASKS == tuple(CHECKS) and EVAL_SPLITS == tuple(SPLITS)
 
 
 @pytest.mark.parametrize("task", [t for t in TASKS if t not in ("loop", "long")])
@@ -197,3 +197,67 @@ def test_cli_rejects_flags_of_another_task(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1
     assert not (tmp_path / "x").exists()
+
+
+def test_splits_change_what_is_rendered_and_the_truth_still_passes():
+    speed = {}
+    for split in ("in", "ood-slow", "ood-fast", "ood-small", "ood-large"):
+        batch = build_cases("extend-forward", 8, 0, SIZE, split=split)
+        for case in batch:
+            record = judge(case, truth(case))
+            assert record["passed"] and record["numbers"]["physics_rms_px"] < 0.5, (split, case)
+        steps = [np.abs(np.diff(np.array(judge(c, truth(c))["ideal"]), axis=0)).sum(1).mean()
+                 for c in batch[:4]]  # px per frame along the fitted path
+        speed[split] = np.mean(steps)
+        sizes = {c.object_size for c in batch}
+        assert sizes == {{"ood-small": 10, "ood-large": 22}.get(split, 16)}
+    assert speed["ood-slow"] < 0.8 * speed["in"] and speed["ood-fast"] > 1.2 * speed["in"]
+
+
+def test_combo_asks_only_the_held_out_and_the_others_never():
+    holdout = ["* circle up", "red square left"]
+    combo = build_cases("animate", 10, 0, SIZE, split="combo", holdout=holdout)
+    assert {c.prompt for c in combo} == {f"a {c} circle moving up" for c in COLORS} | {
+        "a red square moving left"}
+    rest = build_cases("animate", 84, 0, SIZE, holdout=holdout)
+    assert len(rest) == 84 and not any(
+        c.prompt.endswith("circle moving up") or c.prompt == "a red square moving left"
+        for c in rest)
+    plain = [c.prompt for c in build_cases("animate", 20, 0, SIZE)]
+    assert plain == [c.prompt for c in build_cases("animate", 30, 0, SIZE)][:20]
+    with pytest.raises(UserError, match="combo split needs"):
+        build_cases("animate", 2, 0, SIZE, split="combo")
+    with pytest.raises(UserError, match="held-out combination"):
+        build_cases("animate", 2, 0, SIZE, split="combo", holdout=["purple circle up"])
+
+
+def test_the_ideal_path_is_drawn_on_the_background_only():
+    case = cases("extend-forward", 1)[0]
+    video = truth(case)
+    ideal = judge(case, video)["ideal"]
+    drawn = draw_ideal(video[[0, 8]], [0, 8], ideal)
+    lit = video[[0, 8]].max(-1) > 0
+    assert np.array_equal(drawn[lit], video[[0, 8]][lit])  # the object untouched
+    changed = (drawn != video[[0, 8]]).any(-1)
+    assert changed.sum() > 10 and (drawn[changed] != 0).all()
+
+
+def test_run_splits_writes_them_side_by_side(tmp_path):
+    def generate(batch, seed):
+        return np.stack([truth(c) for c in batch])
+
+    reports = run_splits("extend-forward", generate, tmp_path, ["in", "ood-fast"], clips=3,
+                         progress=False)
+    assert set(reports) == {"in", "ood-fast"}
+    table = (tmp_path / "splits.md").read_text()
+    assert "| in | 3 | 100.0% |" in table and "| ood-fast | 3 | 100.0% |" in table
+    assert (tmp_path / "in" / "report.json").is_file()
+    assert (tmp_path / "splits.png").is_file() or not _has_matplotlib()
+
+
+def _has_matplotlib():
+    try:
+        import matplotlib  # noqa: F401
+        return True
+    except ImportError:
+        return False

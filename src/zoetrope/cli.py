@@ -19,6 +19,7 @@ from .errors import UserError
 
 # zoetrope.task_eval.TASKS, spelled out so that `zoetrope --help` imports no torch
 EVAL_TASKS = ("animate", "extend-forward", "extend-backward", "long", "loop", "connect", "edit")
+EVAL_SPLITS = ("in", "ood-slow", "ood-fast", "ood-small", "ood-large", "combo")  # task_eval.SPLITS
 
 
 def _is_user_error(e: BaseException) -> bool:
@@ -216,6 +217,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
     if args.task:
         return _eval_task(args, pipe, sizes)
+    if args.split or args.holdout or args.frames or args.strength is not None:
+        raise UserError("--split, --holdout, --frames and --strength set what a --task renders: "
+                        "give a --task")
     report = run_eval(generate, args.out, clips=args.clips, seed=args.seed, sizes=sizes,
                       vocabulary=args.vocabulary, batch_size=args.batch_size)
     totals = report["totals"]
@@ -228,7 +232,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 def _eval_task(args: argparse.Namespace, pipe, sizes: list) -> None:
     """`zoetrope eval --task NAME`: given frames cut from renders, judged (`task_eval`)."""
     from .conditioning import roundtrip
-    from .task_eval import merge_tasks, run_task_eval
+    from .task_eval import merge_tasks, run_splits, run_task_eval
 
     if len(sizes) != 1 or args.vocabulary != "shapes":
         raise UserError("--task takes one --size (the window) and the shapes vocabulary")
@@ -245,14 +249,21 @@ def _eval_task(args: argparse.Namespace, pipe, sizes: list) -> None:
                    task=merge_tasks(cases))
         return out.frames
 
-    report = run_task_eval(args.task, generate, args.out, clips=args.clips, seed=args.seed,
-                           size=sizes[0], frames=args.frames, batch_size=args.batch_size,
-                           strength=0.6 if args.strength is None else args.strength,
-                           roundtrip=lambda clip: roundtrip(pipe, clip[None])[0])
-    t = report["totals"]
-    print(json.dumps(t, indent=2) if args.json else
-          f"{args.task}: {t['pass_rate'] * 100:.1f}% of {args.clips} clips pass ("
-          + ", ".join(f"{k} {v}" for k, v in t["checks"].items()) + f"); report in {args.out}")
+    kw = dict(clips=args.clips, seed=args.seed, size=sizes[0], frames=args.frames,
+              batch_size=args.batch_size, holdout=args.holdout or (),
+              strength=0.6 if args.strength is None else args.strength,
+              roundtrip=lambda clip: roundtrip(pipe, clip[None])[0])
+    reports = (run_splits(args.task, generate, args.out, list(dict.fromkeys(args.split)), **kw)
+               if args.split else {"in": run_task_eval(args.task, generate, args.out, **kw)})
+    totals = {name: r["totals"] for name, r in reports.items()}
+    if args.json:
+        print(json.dumps(totals if args.split else totals["in"], indent=2))
+        return
+    for name, t in totals.items():
+        print(f"{args.task} ({name}): {t['pass_rate'] * 100:.1f}% of {args.clips} clips pass ("
+              + ", ".join(f"{k} {v}" for k, v in t["checks"].items()) + ")")
+    print(f"report in {args.out}" + (" (splits.md: the splits side by side)" if args.split
+                                      else ""))
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -391,6 +402,12 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--task", choices=EVAL_TASKS, help="prompt with given frames cut from renders "
                    "of the shapes world and judge what the task promises (zoetrope.task_eval)")
+    p.add_argument("--split", action="append", choices=EVAL_SPLITS, help="--task: render the "
+                   "given frames from this generalization split (repeatable: side by side in "
+                   "OUT/splits.md; default: in distribution, straight into OUT)")
+    p.add_argument("--holdout", action="append", metavar="'COLOR SHAPE DIRECTION'",
+                   help="--task: a combination the model's recipe held out (data.holdout; "
+                   "repeatable, * = any): the combo split asks only these, the others never")
     p.add_argument("--frames", type=_integer(2), help="--task long or loop: output frames "
                    "(default 257 for long, two windows less one for loop)")
     p.add_argument("--strength", type=_real(), help="--task edit: SDEdit strength (default 0.6)")

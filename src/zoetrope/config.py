@@ -259,6 +259,14 @@ class DataConfig:
     sizes: list[list[int]] = field(default_factory=lambda: [[17, 64, 64]])  # [frames, h, w] choices
     fps: float = 8.0  # target fps for real clips; 0 reads every clip at its own rate
     two_objects: bool = False  # shapes world: sometimes two objects
+    collide: bool = False  # shapes world: two objects bounce off each other (needs two_objects)
+    occluder: bool = False  # shapes world: half the clips have a gray bar objects pass behind
+    # Shapes-world generalization splits: [lo, hi] speeds as shares of the extent per frame
+    # ([] = the world's 1/32 .. 1/16), [lo, hi] object sizes as shares of the shorter side
+    # ([] = exactly 1/4), and "COLOR SHAPE DIRECTION" combinations never shown ("*" = any)
+    speed_range: list[float] = field(default_factory=list)
+    object_scale: list[float] = field(default_factory=list)
+    holdout: list[str] = field(default_factory=list)
     # DataLoader worker processes that fetch samples ahead of the step (real clips decode in
     # ~0.5 s each); 0 fetches in the training process; -1 picks for the hardware
     # (`hardware.default_num_workers`). Never changes what is trained, only when it is fetched.
@@ -267,6 +275,19 @@ class DataConfig:
     def __post_init__(self) -> None:
         check_ranges(self, "data", {"fps": ">= 0", "num_workers": ">= -1"})
         check_sizes(self.sizes, "data.sizes")
+        for name, top in (("speed_range", 0.5), ("object_scale", 1.0)):
+            r = getattr(self, name)
+            if r and (len(r) != 2 or not 0 < r[0] <= r[1] <= top):
+                raise ConfigError(f"data.{name} must be [] or [lo, hi] with 0 < lo <= hi <= {top}"
+                                  f", got {r!r}")
+        if self.collide and not self.two_objects:
+            raise ConfigError("data.collide needs data.two_objects = true")
+        for pattern in self.holdout:
+            from .data.shapes import parse_holdout  # (imports torch: only when needed)
+            try:
+                parse_holdout(pattern)
+            except ValueError as e:
+                raise ConfigError(f"data.holdout: {e}") from None
 
 
 @dataclass

@@ -262,13 +262,14 @@ def _quarter_speed(t: np.ndarray, q: np.ndarray, room: float, s: float, v: float
 
 
 def score_track(centers: list[tuple[float, float] | None], size: tuple[int, int, int],
-                shape: str, target: str = "") -> ObjectPhysics:
+                shape: str, target: str = "", object_size: int | None = None) -> ObjectPhysics:
     """Score one object's tracked centroids (x, y) px per frame (None: unseen) in a clip of
-    `size` = (frames, height, width) against the ideal bouncing trajectory."""
+    `size` = (frames, height, width) against the ideal bouncing trajectory. `object_size`: the
+    object's px across when known (generalization splits change it); default the world's rule."""
     n, h, w = size
     if len(centers) != n:
         raise UserError(f"need one centre (or None) per frame: {len(centers)} for {n} frames")
-    obj = world_size(h, w)
+    obj = object_size or world_size(h, w)
     offset = centroid_offset(shape, obj)
     seen = [i for i, c in enumerate(centers) if c is not None]
     if not seen:
@@ -304,18 +305,21 @@ def score_track(centers: list[tuple[float, float] | None], size: tuple[int, int,
         sum(r.mid_air for r in reversals), sum(not r.mid_air and not r.matched for r in reversals))
 
 
-def _object_score(report: ObjectReport, size: tuple[int, int, int]) -> ObjectPhysics:
+def _object_score(report: ObjectReport, size: tuple[int, int, int],
+                  object_size: int | None = None) -> ObjectPhysics:
     """Score one critic object: its observed shape's centroid offset, else the prompt's."""
     shape = report.shape.observed if report.shape.observed in SHAPES else report.shape.expected
-    return score_track(report.centers, size, shape, report.target)
+    return score_track(report.centers, size, shape, report.target, object_size)
 
 
-def physics_from_critique(verdict: Critique) -> PhysicsScore:
-    """Physics scores from a shapes-world Critique's tracks (no second segmentation)."""
+def physics_from_critique(verdict: Critique, object_size: int | None = None) -> PhysicsScore:
+    """Physics scores from a shapes-world Critique's tracks (no second segmentation);
+    `object_size` as for `score_track`."""
     if verdict.world != "shapes":
         raise UserError(f"physics scores cover the shapes world, not {verdict.world!r}")
     return PhysicsScore(verdict.prompt, tuple(verdict.size),
-                        [_object_score(o, tuple(verdict.size)) for o in verdict.objects])
+                        [_object_score(o, tuple(verdict.size), object_size)
+                         for o in verdict.objects])
 
 
 def physics_scores(frames: np.ndarray, prompt: str) -> PhysicsScore:

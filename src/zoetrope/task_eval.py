@@ -17,6 +17,14 @@ and the task is given what a user would give, cut from that render:
   edit             the render in another colour (the next one in `COLORS`) as the clip, the
                    prompt's colour as the edit, at `strength` (default 0.6)
 
+Generalization splits (`SPLITS`, phyworld-style: Meng et al., arXiv 2411.02385) change what the
+renders are drawn from: "in" the world's own ranges; "ood-slow" and "ood-fast" speeds outside
+its 1/32 .. 1/16 of the extent per frame; "ood-small" and "ood-large" objects of 0.15 and 0.35
+of the shorter side instead of 1/4; "combo" only the combinations a recipe held out of training
+(`data.holdout`, given here as `holdout`), whose prompts every other split leaves out. Frame
+sizes and clip lengths outside training are the `size` and `frames` arguments.
+`run_splits` runs several side by side.
+
 Each clip is judged by the world-consistency critic (`critic.critique`) plus what the task
 promises, and passes when every check of its task holds:
 
@@ -53,7 +61,7 @@ from tqdm import tqdm
 from .conditioning import Task
 from .critic import INTACT_KINDS, critique, parse_prompt
 from .data.shapes import COLORS, render_clip
-from .errors import UserError, atomic_write_text
+from .errors import UserError, atomic_write, atomic_write_text
 from .eval import SHEET_FRAMES, build_prompts, contact_sheet
 from .physics import physics_from_critique
 
@@ -62,6 +70,14 @@ SEAM_RADIUS = 2  # frames either side of a seam whose errors are the seam's
 SEAM_KINDS = ("vanishing", "duplicate", "teleport", "speed_change", "wall_pass", "bad_bounce")
 GIVEN_SLACK = 2.0  # uint8 levels a given frame may be further off than the VAE's round trip
 EDIT_PATH = 1 / 16  # of the shorter side: 4 px at 64x64
+SPLITS: dict[str, dict] = {
+    "in": {},
+    "ood-slow": {"speed_range": (1 / 64, 1 / 40)},
+    "ood-fast": {"speed_range": (1 / 12, 1 / 9)},  # (capped by the free steps: 6 px at 64)
+    "ood-small": {"scale": 0.15},
+    "ood-large": {"scale": 0.35},
+    "combo": {},
+}
 CHECKS = {"animate": ("given", "followed", "intact"),
           "extend-forward": ("given", "intact", "seams"),
           "extend-backward": ("given", "intact", "seams"),
@@ -100,6 +116,7 @@ class Case:
     path_frames: list[int] = field(default_factory=list)  # frames with a known true path
     windows: list[tuple[int, int]] = field(default_factory=list)  # (long) the DiT's windows
     wrap: bool = False  # (loop) judge the clip followed by itself
+    object_size: int | None = None  # px across, as rendered (splits change it)
 
 
 def _other_color(color: str) -> str:
@@ -123,11 +140,33 @@ def long_windows(frames: int, window: int, overlap: int = 1) -> list[tuple[int, 
     return out
 
 
+def split_prompts(clips: int, seed: int, split: str, holdout: Sequence[str] = ()) -> list[str]:
+    """`clips` prompts: balanced over the vocabulary less the held-out combinations, or (split
+    "combo") cycling through exactly the held-out ones."""
+    from .data.shapes import held_out, parse_holdout
+
+    patterns = [parse_holdout(p) for p in holdout]
+    if split == "combo" and not patterns:
+        raise UserError("the combo split needs the held-out combinations (--holdout, as in the "
+                        "recipe's data.holdout)")
+    every = build_prompts(len(COLORS) * 12, seed, "shapes")  # each combination once
+    out = [p for p in every if (split == "combo") == held_out(parse_prompt(p)[0], patterns)]
+    if not out:
+        raise UserError("the held-out combinations leave no prompt to ask")
+    if split == "combo":
+        return [out[i % len(out)] for i in range(clips)]
+    extra = build_prompts(clips * 2 * len(every) // len(out) + clips, seed, "shapes")
+    return [p for p in extra if not held_out(parse_prompt(p)[0], patterns)][:clips]
+
+
 def build_cases(task: str, clips: int, seed: int, size: tuple[int, int, int],
-                frames: int | None = None, strength: float = 0.6) -> list[Case]:
+                frames: int | None = None, strength: float = 0.6, split: str = "in",
+                holdout: Sequence[str] = ()) -> list[Case]:
     """The cases of `task` over `clips` balanced prompts; size = (window frames, height, width)."""
     if task not in TASKS:
         raise UserError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
+    if split not in SPLITS:
+        raise UserError(f"unknown split {split!r}; known: {', '.join(SPLITS)}")
     window, h, w = size
     if window < 9 or (window - 1) % 4:
         raise UserError(f"task evals need a window of at least 9 frames, 1 + 4k; got {window}")
@@ -141,12 +180,14 @@ def build_cases(task: str, clips: int, seed: int, size: tuple[int, int, int],
         raise UserError(f"--task {task} needs more frames than a window ({window}), 1 + 4k; "
                         f"got {total}")
     cases = []
-    for i, prompt in enumerate(build_prompts(clips, seed, "shapes")):
+    for i, prompt in enumerate(split_prompts(clips, seed, split, holdout)):
         target = parse_prompt(prompt)[0]
         color = _other_color(target.color) if task == "edit" else target.color
-        clip = render_clip(total, h, w, color, target.shape, target.direction, seed=seed + i)
+        clip = render_clip(total, h, w, color, target.shape, target.direction, seed=seed + i,
+                           **SPLITS[split])
         src, g = clip.frames, _given_length(window)
-        case = Case(i, prompt, total, src, clip.caption, None)
+        case = Case(i, prompt, total, src, clip.caption, None,
+                    object_size=clip.objects[0].size)
         if task == "animate":
             case.task, case.given = Task(image=src[0]), [Span(0, 0, 1)]
         elif task == "extend-forward":
@@ -234,7 +275,8 @@ def judge(case: Case, video: np.ndarray, roundtrip: Roundtrip | None = None) -> 
             if dists else None
         numbers["path_max_px"] = round(max(dists), 3) if dists and not missing else None
         checks["path"] = bool(dists) and not missing and max(dists) <= EDIT_PATH * min(h, w)
-    phys = physics_from_critique(verdict).objects[0]  # against the ideal bouncing path
+    # against the ideal bouncing path
+    phys = physics_from_critique(verdict, case.object_size).objects[0]
     numbers.update(physics_rms_px=phys.rms_error, physics_max_px=phys.max_error,
                    speed_drift=phys.speed_drift, missed_bounces=phys.missed_bounces,
                    mid_air_reversals=phys.mid_air_reversals)
@@ -242,7 +284,8 @@ def judge(case: Case, video: np.ndarray, roundtrip: Roundtrip | None = None) -> 
     return {"index": case.index, "prompt": case.prompt, "source": case.source_prompt,
             "frames": n, "passed": all(wanted.values()), "checks": wanted, "numbers": numbers,
             "errors": {k: v for k, v in verdict.errors.items() if v},
-            "adherence": verdict.adherence, "error_by_frame": phys.errors}
+            "adherence": verdict.adherence, "error_by_frame": phys.errors,
+            "ideal": phys.ideal}
 
 
 def _kind(case: Case) -> str:
@@ -269,17 +312,45 @@ def merge_tasks(cases: Sequence[Case]) -> Task | None:
                    ([c.task.connect[0] for c in cases], [c.task.connect[1] for c in cases]))
 
 
+PATH_RGB, NOW_RGB = (110, 110, 110), (255, 140, 0)  # the ideal path, and where it is now
+
+
+def draw_ideal(frames: np.ndarray, times: Sequence[int],
+               ideal: Sequence[tuple[float, float] | None]) -> np.ndarray:
+    """Thumbnails (K, H, W, 3) of frames `times` with the fitted ideal path drawn over them: a
+    grey dot per frame of the clip, and an orange cross where the ideal object is at that frame
+    (on background pixels only, so the object itself stays visible)."""
+    out = frames.copy()
+    h, w = out.shape[1:3]
+    points = [(int(x), int(y)) for p in ideal if p is not None for x, y in [p]
+              if 0 <= x < w and 0 <= y < h]
+    for k, t in enumerate(times):
+        frame, dark = out[k], out[k].max(-1) < 40
+        for x, y in points:
+            if dark[y, x]:
+                frame[y, x] = PATH_RGB
+        if t < len(ideal) and ideal[t] is not None:
+            x, y = (int(v) for v in ideal[t])
+            for dx, dy in ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1)):
+                if 0 <= x + dx < w and 0 <= y + dy < h and dark[y + dy, x + dx]:
+                    frame[y + dy, x + dx] = NOW_RGB
+    return out
+
+
 def run_task_eval(task: str, generate: Generate, out_dir: str | Path, clips: int = 84,
                   seed: int = 0, size: tuple[int, int, int] = (17, 64, 64),
                   frames: int | None = None, strength: float = 0.6, batch_size: int = 4,
-                  roundtrip: Roundtrip | None = None, progress: bool = True) -> dict:
-    """Build `task`'s cases, generate and judge each, write report.json, report.md and
-    contact_sheet.png to `out_dir`; return the report."""
+                  roundtrip: Roundtrip | None = None, progress: bool = True,
+                  split: str = "in", holdout: Sequence[str] = ()) -> dict:
+    """Build `task`'s cases (from `split`), generate and judge each, write report.json,
+    report.md and contact_sheet.png (the ideal paths drawn over) to `out_dir`; return the
+    report."""
     if clips < 1 or batch_size < 1:
         raise UserError(f"clips and batch_size must be >= 1, got {clips} and {batch_size}")
-    cases = build_cases(task, clips, seed, tuple(size), frames, strength)
+    cases = build_cases(task, clips, seed, tuple(size), frames, strength, split, holdout)
     records, thumbs = [], []
-    with tqdm(total=clips, desc=f"eval {task}", unit="clip", disable=not progress) as bar:
+    with tqdm(total=clips, desc=f"eval {task} ({split})", unit="clip",
+              disable=not progress) as bar:
         for start in range(0, clips, batch_size):
             batch = cases[start:start + batch_size]
             video = np.asarray(generate(batch, seed + start))
@@ -291,9 +362,11 @@ def run_task_eval(task: str, generate: Generate, out_dir: str | Path, clips: int
                 record["seed"] = seed + start
                 records.append(record)
                 pick = np.round(np.linspace(0, len(clip) - 1, min(SHEET_FRAMES, len(clip))))
-                thumbs.append(clip[pick.astype(int)])
+                pick = pick.astype(int)
+                thumbs.append(draw_ideal(clip[pick], pick, record["ideal"]))
             bar.update(len(batch))
-    report = {"config": {"task": task, "clips": clips, "seed": seed, "size": list(size),
+    report = {"config": {"task": task, "split": split, "holdout": list(holdout),
+                         "clips": clips, "seed": seed, "size": list(size),
                          "frames": cases[0].frames, "strength": strength if task == "edit"
                          else None, "batch_size": batch_size},
               "totals": totals(records, task), "clips": records}
@@ -365,3 +438,58 @@ def markdown(report: dict) -> str:
         lines.append(f"| {r['index']} | {r['prompt']} | {'pass' if r['passed'] else 'FAIL'} | "
                      f"{failed} | {nums or '-'} |")
     return "\n".join(lines) + "\n"
+
+
+def run_splits(task: str, generate: Generate, out_dir: str | Path, splits: Sequence[str],
+               **kw) -> dict[str, dict]:
+    """`run_task_eval` for each split into out_dir/SPLIT, then out_dir/splits.md (one table, the
+    splits side by side) and, with matplotlib, splits.png (mean physics error by frame index)."""
+    out = Path(out_dir)
+    reports = {name: run_task_eval(task, generate, out / name, split=name, **kw)
+               for name in splits}
+    atomic_write_text(out / "splits.md", splits_markdown(task, reports))
+    plot_error_by_frame(reports, out / "splits.png")
+    return reports
+
+
+def splits_markdown(task: str, reports: dict[str, dict]) -> str:
+    """One row per split: clips, pass rate, each check, and the mean numbers."""
+    first = next(iter(reports.values()))
+    checks = list(first["totals"]["checks"])
+    keys = ["physics_rms_px", "physics_max_px", "path_rms_px", "given_error"]
+    keys = [k for k in keys if any(k in r["totals"]["means"] for r in reports.values())]
+    lines = [f"# Task eval by split: {task}", "",
+             f"Seed {first['config']['seed']}, window {'x'.join(map(str, first['config']['size']))}"
+             f", output {first['config']['frames']} frames. Splits: `zoetrope.task_eval.SPLITS`.",
+             "", "| split | clips | pass | " + " | ".join(checks + keys) + " |",
+             "|---" * (3 + len(checks) + len(keys)) + "|"]
+    for name, r in reports.items():
+        t = r["totals"]
+        cells = [f"{100 * t['checks'][c] / t['clips']:.1f}%" for c in checks]
+        cells += [str(t["means"].get(k, "-")) for k in keys]
+        lines.append(f"| {name} | {t['clips']} | {100 * t['pass_rate']:.1f}% | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_error_by_frame(reports: dict[str, dict], path: Path) -> Path | None:
+    """Mean physics error (px) against frame index, one line per split; None without
+    matplotlib (an optional extra: `pip install zoetrope[plot]`)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for name, r in reports.items():
+        ys = r["totals"]["physics_error_by_frame"]
+        ax.plot([t for t, y in enumerate(ys) if y is not None], [y for y in ys if y is not None],
+                label=name)
+    ax.set(xlabel="frame", ylabel="mean position error vs ideal path (px)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120))
+    plt.close(fig)
+    return path

@@ -22,7 +22,12 @@ def build_dataset(config: DataConfig, seed: int = 0,
     sizes = [tuple(s) for s in (sizes or config.sizes)]
     if config.dataset == "shapes":
         from .shapes import ShapesWorld
-        return ShapesWorld(sizes=sizes, seed=seed, two_objects=config.two_objects)
+        from .shapes import SPEED_RANGE
+        scale = tuple(config.object_scale) if config.object_scale else None
+        return ShapesWorld(sizes=sizes, seed=seed, two_objects=config.two_objects,
+                           collide=config.collide, occluder=config.occluder,
+                           speed_range=tuple(config.speed_range or SPEED_RANGE),
+                           scale_range=scale, holdout=config.holdout)
     if config.dataset == "mnist":
         from .mnist import MovingMNIST
         return MovingMNIST(root=config.path or None, sizes=sizes, seed=seed)

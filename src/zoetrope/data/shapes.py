@@ -23,6 +23,11 @@ their prompts. The exact specification:
   started with non-overlapping boxes when possible) the captions join with ` and `:
   `a red circle moving left and a blue square moving up`; the second object is drawn on top.
 - Any height, width and frame count (1 frame = an image). Everything derives from `seed`.
+- Generalization splits move the world off these ranges on purpose: `speed_range` replaces the
+  speed range (still capped by the free steps), `scale` sets the object size to
+  round(scale x min(H, W)) instead of 1/4 of it, and `ShapesWorld(holdout=...)` never shows
+  the held-out (color, shape, direction) combinations ("*" matches any value): a clip that
+  would is drawn again from the same generator.
 
 Two opt-in options (off, every render is byte-identical to the world above; both need frames of
 at least MIN_SIDE = 8 px a side). Their draws replace the second-object draws above, so a seed
@@ -66,6 +71,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -135,9 +141,11 @@ def _check_choice(kind: str, value: str | None, valid) -> None:
 
 
 def bouncing_centers(rng: np.random.Generator, frames: int, height: int, width: int,
-                     size: int, direction: str) -> np.ndarray:
+                     size: int, direction: str,
+                     speed_range: tuple[float, float] = SPEED_RANGE) -> np.ndarray:
     """Centres (T, 2) of a size-px box moving and bouncing as the module docstring specifies."""
-    return _centers(_draw_motion(rng, frames, height, width, size, direction), frames)
+    return _centers(_draw_motion(rng, frames, height, width, size, direction, speed_range),
+                    frames)
 
 
 @dataclass
@@ -163,14 +171,14 @@ class _Motion:
 
 
 def _draw_motion(rng: np.random.Generator, frames: int, height: int, width: int, size: int,
-                 direction: str) -> _Motion:
+                 direction: str, speed_range: tuple[float, float] = SPEED_RANGE) -> _Motion:
     """Draw speed, start and the fixed coordinate as the module docstring specifies."""
     _check_choice("direction", direction, DIRECTIONS)
     horizontal = direction in ("left", "right")
     extent, across = (width, height) if horizontal else (height, width)
     lo, room = size / 2, extent - size  # centre moves in [lo, lo + room]
     free = free_steps(frames)  # steps with no bounce: frames 0..free
-    speed = max(1.0, rng.uniform(*SPEED_RANGE) * extent)
+    speed = max(1.0, rng.uniform(*speed_range) * extent)
     speed = min(speed, room / free)
     # Start far enough from the wall ahead that `free` steps do not reach it.
     offset = rng.uniform(0.0, 1.0) * (room - speed * free)
@@ -214,11 +222,14 @@ def shape_mask(shape: str, cx: float, cy: float, size: int, height: int, width: 
 def render_clip(frames: int, height: int, width: int, color: str | None = None,
                 shape: str | None = None, direction: str | None = None, seed: int = 0,
                 two_objects: bool = False, collide: bool = False,
-                occluder: bool = False) -> ShapesClip:
+                occluder: bool = False, speed_range: tuple[float, float] = SPEED_RANGE,
+                scale: float | None = None) -> ShapesClip:
     """Render a shapes-world clip; unspecified attributes and a second object come from `seed`.
 
     `collide` (needs `two_objects`) makes the two objects bounce off each other; `occluder` adds a
-    gray bar in front of them. Both are specified in the module docstring."""
+    gray bar in front of them. Both are specified in the module docstring. `speed_range` (shares
+    of the extent per frame) and `scale` (object size over the shorter side; None: the world's
+    1/4) move the world off its laws' usual ranges: generalization splits."""
     if frames < 1 or height < 2 or width < 2:
         raise UserError(f"need frames >= 1 and height, width >= 2; got {(frames, height, width)}")
     _check_choice("color", color, COLORS)
@@ -229,22 +240,30 @@ def render_clip(frames: int, height: int, width: int, color: str | None = None,
     if (collide or occluder) and min(height, width) < MIN_SIDE:
         raise UserError(f"collide and occluder need frames of at least {MIN_SIDE} px a side; "
                         f"got {height}x{width}")
+    lo, hi = speed_range
+    if not 0 < lo <= hi or (scale is not None and not 0 < scale <= 1):
+        raise UserError(f"need 0 < speed_range[0] <= speed_range[1] and scale in (0, 1]; got "
+                        f"{tuple(speed_range)} and {scale}")
     rng = np.random.default_rng(seed)
-    size = min(height, width, max(2, round(min(height, width) / 4)))
+    size = min(height, width, max(2, round(min(height, width) / 4) if scale is None
+                                  else round(min(height, width) * scale)))
     names = list(COLORS)
     first_color = color or names[rng.integers(len(names))]
     bar, contacts = None, []
     if collide or occluder:
         objects, bar, contacts = _draw_scene(rng, frames, height, width, size, first_color, shape,
-                                             direction, two_objects, collide, occluder)
+                                             direction, two_objects, collide, occluder,
+                                             speed_range)
     else:
-        objects = [_draw_object(rng, frames, height, width, size, first_color, shape, direction)]
+        objects = [_draw_object(rng, frames, height, width, size, first_color, shape, direction,
+                                speed_range)]
     if two_objects and not (collide or occluder):
         others = [c for c in names if c != first_color]
         second_color = others[rng.integers(len(others))]
         # Best effort: redraw the second object until the two start without overlapping.
         for _ in range(100):
-            second = _draw_object(rng, frames, height, width, size, second_color, None, None)
+            second = _draw_object(rng, frames, height, width, size, second_color, None, None,
+                                  speed_range)
             gap = np.abs(second.centers[0] - objects[0].centers[0])
             if gap.max() >= size + 1:
                 break
@@ -263,10 +282,11 @@ def render_clip(frames: int, height: int, width: int, color: str | None = None,
 
 
 def _draw_object(rng: np.random.Generator, frames: int, height: int, width: int, size: int,
-                 color: str, shape: str | None, direction: str | None) -> ShapeObject:
+                 color: str, shape: str | None, direction: str | None,
+                 speed_range: tuple[float, float] = SPEED_RANGE) -> ShapeObject:
     shape = shape or SHAPES[rng.integers(len(SHAPES))]
     direction = direction or DIRECTIONS[rng.integers(len(DIRECTIONS))]
-    centers = bouncing_centers(rng, frames, height, width, size, direction)
+    centers = bouncing_centers(rng, frames, height, width, size, direction, speed_range)
     return ShapeObject(color=color, shape=shape, direction=direction, size=size, centers=centers)
 
 
@@ -412,14 +432,14 @@ def _contact(p, v, size: int):
 
 def _draw_scene(rng: np.random.Generator, frames: int, height: int, width: int, size: int,
                 first_color: str, shape: str | None, direction: str | None, two_objects: bool,
-                collide: bool, occluder: bool
+                collide: bool, occluder: bool, speed_range: tuple[float, float] = SPEED_RANGE
                 ) -> tuple[list[ShapeObject], Occluder | None, list[float]]:
     """Objects, bar and contact times of a clip with `collide` or `occluder` (module docstring)."""
     others = [c for c in COLORS if c != first_color]
     for _ in range(TRIES):  # the first object (and bar), redrawn while nothing else fits
         shape0 = shape or SHAPES[rng.integers(len(SHAPES))]
         dir0 = direction or DIRECTIONS[rng.integers(len(DIRECTIONS))]
-        m0 = _draw_motion(rng, frames, height, width, size, dir0)
+        m0 = _draw_motion(rng, frames, height, width, size, dir0, speed_range)
         bar = _place_bar(rng, m0, frames, height, width, size) if occluder else None
         if occluder and bar is None:
             continue
@@ -429,19 +449,20 @@ def _draw_scene(rng: np.random.Generator, frames: int, height: int, width: int, 
         second_color = others[rng.integers(len(others))]
         aimed = collide and rng.random() < AIM_SHARE
         if scene := _second(rng, first, m0, bar, second_color, aimed, frames, height, width,
-                            collide):
+                            collide, speed_range):
             return scene
     raise UserError(f"could not place the objects and bar in a {height}x{width} frame")
 
 
 def _second(rng: np.random.Generator, first: ShapeObject, m0: _Motion, bar: Occluder | None,
-            color: str, aimed: bool, frames: int, height: int, width: int, collide: bool):
+            color: str, aimed: bool, frames: int, height: int, width: int, collide: bool,
+            speed_range: tuple[float, float] = SPEED_RANGE):
     """(objects, bar, contacts) with a second object drawn to the rules, or None if none fits."""
     size, free, fallback = first.size, free_steps(frames), None
     for attempt in range(TRIES):
         shape1 = SHAPES[rng.integers(len(SHAPES))]
         dir1 = DIRECTIONS[rng.integers(len(DIRECTIONS))]
-        m1 = _draw_motion(rng, frames, height, width, size, dir1)
+        m1 = _draw_motion(rng, frames, height, width, size, dir1, speed_range)
         if aimed and attempt < TRIES // 2:  # then unaimed draws, in case no aim fits
             _aim(rng, m0, m1, frames)
         if collide:
@@ -528,6 +549,22 @@ class ProceduralWorld(IterableDataset):
             index += shards
 
 
+def parse_holdout(pattern: str) -> tuple[str, str, str]:
+    """"red circle up" (or "red circle moving up"; "*" for any value) -> (color, shape, dir)."""
+    words = [w for w in pattern.lower().split() if w != "moving"]
+    valid = (list(COLORS), list(SHAPES), list(DIRECTIONS))
+    if len(words) != 3 or any(w != "*" and w not in v for w, v in zip(words, valid)):
+        raise UserError(f"a held-out combination is 'COLOR SHAPE DIRECTION' from the vocabulary "
+                        f"(or * for any), e.g. 'red circle up' or '* square left'; got {pattern!r}")
+    return words[0], words[1], words[2]
+
+
+def held_out(obj: ShapeObject, patterns: Sequence[tuple[str, str, str]]) -> bool:
+    """Whether an object's (color, shape, direction) matches a held-out pattern."""
+    mine = (obj.color, obj.shape, obj.direction)
+    return any(all(p in ("*", v) for p, v in zip(pattern, mine)) for pattern in patterns)
+
+
 class ShapesWorld(ProceduralWorld):
     """The shapes world as an infinite dataset; with `two_objects`, half the clips have two;
     `collide` makes every two-object clip collide-enabled; with `occluder`, half the clips have
@@ -535,20 +572,33 @@ class ShapesWorld(ProceduralWorld):
 
     def __init__(self, sizes: list[tuple[int, int, int]] | None = None, seed: int = 0,
                  two_objects: bool = False, collide: bool = False,
-                 occluder: bool = False) -> None:
+                 occluder: bool = False, speed_range: tuple[float, float] = SPEED_RANGE,
+                 scale_range: tuple[float, float] | None = None,
+                 holdout: Sequence[str] = ()) -> None:
         super().__init__(sizes, seed)
         if collide and not two_objects:
             raise UserError("collide needs two_objects (a collision takes two objects)")
         self.two_objects, self.collide, self.occluder = two_objects, collide, occluder
+        self.speed_range, self.scale_range = tuple(speed_range), scale_range
+        self.holdout = [parse_holdout(p) for p in holdout]
 
     def clip(self, index: int) -> ShapesClip:
-        """The full `ShapesClip` (with object tracks) behind sample `index`."""
+        """The full `ShapesClip` (with object tracks) behind sample `index`. Clips showing a
+        held-out combination are drawn again from the same generator (`holdout`)."""
         rng, (t, h, w) = self._rng(index)
         two = self.two_objects and bool(rng.integers(2))
         seed = int(rng.integers(2**63))
         bar = self.occluder and bool(rng.integers(2))
-        return render_clip(t, h, w, seed=seed, two_objects=two, collide=self.collide and two,
-                           occluder=bar)
+        scale = None  # draws only where a range is set: the default stream stays as it was
+        if self.scale_range is not None:
+            scale = float(rng.uniform(*self.scale_range))
+        for _ in range(1000):
+            clip = render_clip(t, h, w, seed=seed, two_objects=two, collide=self.collide and two,
+                               occluder=bar, speed_range=self.speed_range, scale=scale)
+            if not any(held_out(o, self.holdout) for o in clip.objects):
+                return clip
+            seed = int(rng.integers(2**63))
+        raise UserError("the held-out combinations leave (almost) nothing to train on")
 
     def sample(self, index: int) -> tuple[torch.Tensor, str]:
         """Sample `index` of the stream (deterministic): (frames uint8 (T, H, W, 3), caption)."""
