@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from zoetrope.critic import critique
-from zoetrope.data.shapes import (COLORS, DIRECTIONS, SHAPES, bouncing_centers, render_clip,
-                                  shape_mask)
+from zoetrope.data.shapes import (COLORS, DIRECTIONS, OCCLUDER_RGB, SHAPES, bouncing_centers,
+                                  render_clip, shape_mask, simulate)
 from zoetrope.physics import (centroid_offset, physics_from_critique, physics_scores,
                               score_track, world_size)
 
@@ -186,3 +186,130 @@ def test_critique_tracks_are_reused_and_records_are_json():
     digits = critique(np.zeros((3, 32, 32, 3), np.uint8), "the digit 3 moving up")
     with pytest.raises(ValueError, match="shapes world"):
         physics_from_critique(digits)
+
+
+# ------------------------------------------------------------------------------------------------
+# The richer world: collisions between two objects, and the occluder bar
+# ------------------------------------------------------------------------------------------------
+
+RICH = {"collide": dict(two_objects=True, collide=True), "occluder": dict(occluder=True),
+        "both": dict(two_objects=True, collide=True, occluder=True)}
+
+
+def draw(clip, centers: list[np.ndarray]) -> np.ndarray:
+    """The clip redrawn with its objects' box centres replaced (T, 2) each, the bar on top."""
+    (n, h, w, _), out = clip.frames.shape, np.zeros_like(clip.frames)
+    for obj, track in zip(clip.objects, centers):
+        for t in range(n):
+            out[t][shape_mask(obj.shape, *track[t], obj.size, h, w)] = COLORS[obj.color]
+    if clip.occluder is not None:
+        out[:, clip.occluder.mask(h, w)] = OCCLUDER_RGB
+    return out
+
+
+@pytest.mark.parametrize("world", list(RICH))
+@pytest.mark.parametrize("size", [(17, 64, 64), (33, 64, 64)], ids=lambda s: "x".join(map(str, s)))
+def test_ground_truth_scores_near_zero_in_the_richer_world(world, size):
+    contacts = found = 0
+    for seed in range(30):
+        clip = render_clip(*size, seed=seed, **RICH[world])
+        score = physics_scores(clip.frames, clip.caption)
+        for obj in score.objects:
+            where = f"{world} {size} seed {seed} {obj.target}"
+            # Rasterisation only; a frame cut by the bar or next to a contact is not counted.
+            assert obj.rms_error < 0.4 and obj.max_error < 1.0, where
+            assert obj.missed_bounces == obj.mid_air_reversals == obj.extra_bounces == 0, where
+            # Within stretches between contacts: short spans, so up to 2 px of rounding.
+            assert obj.speed_drift is None or abs(obj.speed_drift) < 0.4, where
+            # A contact found is a contact that happened: within 1.5 frames, as a frame between
+            # two contacts a step apart may go to either stretch.
+            assert all(min(abs(c - t) for t in clip.contacts) < 1.5 for c in obj.contacts), where
+        contacts += bool(clip.contacts)
+        found += bool(clip.contacts) and bool(score.objects[0].contacts)
+    if world == "collide":  # collisions happened, and most were found (the rest change little)
+        assert contacts >= 10 and found >= 0.8 * contacts
+
+
+def test_cut_frames_are_skipped_not_scored():
+    checked = 0
+    for seed in range(6):
+        clip = render_clip(33, 64, 64, seed=seed, occluder=True)
+        score = physics_scores(clip.frames, clip.caption).objects[0]
+        verdict = critique(clip.frames, clip.caption)
+        cut = [t for t in score.covered if verdict.objects[0].centers[t] is not None]
+        assert cut and all(score.errors[t] is None for t in score.covered)
+        # Scored with the cut frames, the error is clearly larger: their centroids are off.
+        raw = score_track(verdict.objects[0].centers, (33, 64, 64), clip.objects[0].shape)
+        assert raw.max_error > 2.0 > 1.0 > score.max_error
+        # From the critique alone (no bar mask) cut frames are found from areas.
+        alone = physics_from_critique(verdict).objects[0]
+        assert alone.rms_error < 0.4 and alone.max_error < 1.0
+        checked += 1
+    assert checked == 6
+
+
+def _change_point(clip, kind: str):
+    """(frame m, redrawn frames) with object 0's velocity doubled or reversed at m, simulated
+    onwards with the world's own collisions, or None when no m fits: m more than 5 frames after
+    the last contact before it and before the end, no contact within 5 frames after the change,
+    no wall event at m -+ 1, and object 0 >= 10 px from every wall at m."""
+    n, h, w, _ = clip.frames.shape
+    size, tracks = clip.objects[0].size, [o.centers for o in clip.objects]
+    for m in range(int(clip.contacts[0]) + 6, n - 6):
+        if min(abs(m - c) for c in clip.contacts) <= 5:
+            continue
+        steps = [np.diff(tr[m - 1:m + 2], axis=0) for tr in tracks]  # (2, 2) each
+        if any(not np.allclose(s[0], s[1]) for s in steps) or not np.any(steps[0][1]):
+            continue
+        x, y = tracks[0][m]
+        if min(x, y, w - x, h - y) - size / 2 < 10:
+            continue
+        v0 = steps[0][1] * (2 if kind == "speed" else -1)
+        tail, contacts = simulate([tuple(tr[m]) for tr in tracks], [tuple(v0), tuple(steps[1][1])],
+                                  n - m, h, w, size)
+        if contacts and min(contacts) <= 5:
+            continue
+        return m, draw(clip, [np.concatenate([tr[:m], tl]) for tr, tl in zip(tracks, tail)])
+    return None
+
+
+@pytest.mark.parametrize("kind", ["speed", "reversal"])
+def test_mid_air_changes_stand_out_after_collisions(kind):
+    checked = []
+    for seed in range(100):  # clips that collide, then leave room for a change: 1 in 8
+        clip = render_clip(33, 64, 64, seed=seed, two_objects=True, collide=True)
+        if not clip.contacts or (picked := _change_point(clip, kind)) is None:
+            continue
+        m, frames = picked
+        truth = physics_scores(clip.frames, clip.caption).objects[0]
+        score = physics_scores(frames, clip.caption).objects[0]
+        where = f"{kind} seed {seed} at {m}"
+        assert truth.rms_error < 0.4 and truth.contacts, where
+        assert score.rms_error > 1.0 and score.max_error > 3.0, where
+        if kind == "reversal":
+            assert score.mid_air_reversals >= 1, where
+        checked.append((seed, round(score.rms_error, 2), round(score.max_error, 2)))
+        if len(checked) == 6:
+            break
+    assert len(checked) == 6, checked
+
+
+def test_teleport_behind_the_bar_stands_out():
+    checked = 0
+    for seed in range(12):
+        clip = render_clip(33, 64, 64, seed=seed, occluder=True)
+        centers = critique(clip.frames, clip.caption).objects[0].centers
+        back = next((t for t in range(1, 30) if centers[t] is not None and centers[t - 1] is None),
+                    None)
+        if back is None:
+            continue  # never went behind the bar and came out
+        k = 0 if clip.objects[0].direction in ("left", "right") else 1
+        moved = clip.objects[0].centers.copy()
+        moved[back:, 1 - k] += 10 if moved[0, 1 - k] < 32 else -10  # across, towards the middle
+        truth = physics_scores(clip.frames, clip.caption).objects[0]
+        score = physics_scores(draw(clip, [moved]), clip.caption).objects[0]
+        assert truth.rms_error < 0.4, seed
+        assert score.rms_error > 2.0 and score.max_error > 4.0, seed
+        assert score.max_error > 8.0, seed  # the side with fewer frames is 10 px off
+        checked += 1
+    assert checked >= 6

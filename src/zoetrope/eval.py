@@ -34,7 +34,7 @@ from typing import Callable, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from .critic import ERROR_KINDS, INTACT_KINDS, critique
+from .critic import ERROR_KINDS, INTACT_KINDS, critique, find_bar, has_occluder
 from .data.shapes import COLORS, DIRECTIONS, SHAPES
 from .errors import UserError
 from .physics import physics_from_critique
@@ -120,7 +120,8 @@ def run_eval(generate: Generate, out_dir: str | Path, clips: int = 84, seed: int
                                      [prompts[i] for i in batch])
                 for i, frames in zip(batch, video):
                     verdict = critique(frames, prompts[i])
-                    physics = (physics_from_critique(verdict).to_dict()
+                    occluder = find_bar(frames) if has_occluder(prompts[i]) else None
+                    physics = (physics_from_critique(verdict, bar=occluder).to_dict()
                                if verdict.world == "shapes" else None)
                     records[i] = {"index": i, "prompt": prompts[i], "size": list(frames.shape[:3]),
                                   "seed": clip_seed, "passed": verdict.passed,

@@ -28,21 +28,43 @@ Method, per prompt object, on the frames where the critic tracked it (unseen fra
   an ideal bounce left out), and (last - first) / first.
 - Bounces: a reversal is a turning point the track then retreats from by REVERSAL_PX or
   REVERSAL_SPEEDS x the fitted speed (whichever is more); it is mid-air when its turning frame is
-  farther than WALL_SLACK px plus one step from the wall it turns at. Each ideal bounce is matched
+  farther than WALL_SLACK px plus one step (the steps to the nearer seen frame either side, when
+  frames are unseen) from the wall it turns at. Each ideal bounce is matched
   to the nearest reversal at the same wall within the time to cross the room; one the ideal path
   itself would show as a reversal in the seen frames (with a noise margin) and that finds none is
   missed. Reversal times are sub-frame: the crossing of the incoming and outgoing lines at the
   fitted speed through the frames either side of the turning frame.
+
+The richer world (`collide`, `occluder`; see `zoetrope.data.shapes`):
+- Occluder: a frame where the object's box, placed from its centroid and grown by COVER_PX,
+  reaches the bar's hidden pixels (the bar and its 1 px rim, which the critic counts as
+  background) is skipped: part of the object may be cut off, shifting its centroid. A cut
+  centroid lies within half the visible extent of the cut edge, so the box so placed still
+  reaches the bar. The ideal path runs on behind the bar, and the frames after it come out are
+  measured. Without the bar mask (`physics_from_critique` with only a critique), frames whose
+  area is under AREA_KEEP x the track's median are skipped instead.
+- Two objects: frames where their boxes overlap by more than OVERLAP_PX (objects of a world
+  without `collide` pass through each other, one in front) are skipped. A contact is a step
+  k -> k + 1 in which the boxes, moved at the relative velocity of the step before k (or back
+  from k + 1 at that of the step after), come within size + CONTACT_SLACK on both axes while
+  closing; its time is where they do. An object with a contact is scored piecewise: between
+  contacts each coordinate follows its own fold(s + v t) (the world steps x and y
+  independently, reflecting each at its walls), fitted as above; its bounces and reversals are
+  judged per stretch and coordinate, so a reversal away from walls and contacts is still
+  mid-air. Speed drift is then the observed over the ideal speed in the last quarter, against
+  the same ratio in the first: a collision changes speed lawfully, so only a change the
+  stretches' fits do not explain counts. Objects without a contact keep the one-axis method.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .critic import Critique, ObjectReport, critique
+from .critic import Critique, ObjectReport, critique, find_bar, has_occluder
 from .data.shapes import SHAPES
 from .errors import UserError
 
@@ -53,6 +75,12 @@ REVERSAL_PX, REVERSAL_SPEEDS = 1.5, 0.5  # a turn needs a retreat of max(1.5 px,
 TURN_NOISE = 1.0  # px of margin before an ideal bounce is expected to show as a reversal
 WALL_SLACK = 2.0  # px: a turning frame within this plus one step of a wall is a bounce
 MIN_SPEED = 0.1  # px/frame: below this in the first quarter, speed drift is undefined
+STILL = 0.5  # px/frame: slower stretches (stopped by a collision) give no speed ratio (+-0.5 px)
+COVER_PX = 1.0  # px: a box this close to the bar's hidden pixels may be cut (centroids +-0.5)
+AREA_KEEP = 0.95  # no bar mask: areas under this share of the median were cut (5%: <= 0.4 px)
+OVERLAP_PX = 1.0  # px: boxes overlapping by more (on both axes) hide part of one object
+CONTACT_SLACK = 2.0  # px: tracked boxes this far apart may touch (each centre off by <= 1 px)
+FIT_PX = 0.75  # px: stretches fitting each coordinate this well explain a contact (crisp: 0.5)
 _WALLS = {"x": ("left", "right"), "y": ("top", "bottom")}  # (near: u fold 0, far: fold room)
 
 
@@ -75,6 +103,15 @@ class Reversal:
     gap: float  # px between the box and that wall at the turning frame (negative: past it)
     mid_air: bool  # turned away from every wall
     matched: bool  # an ideal bounce explains it
+
+
+@dataclass
+class Segment:
+    """A stretch of frames between contacts, moving at one (folded) velocity."""
+
+    first: int  # first frame of the stretch
+    last: int  # last frame
+    velocity: tuple[float, float]  # fitted (vx, vy) px/frame just after `first`
 
 
 @dataclass
@@ -102,6 +139,9 @@ class ObjectPhysics:
     missed_bounces: int  # bounces with no observed reversal
     mid_air_reversals: int  # reversals away from every wall
     extra_bounces: int  # reversals at a wall that no ideal bounce explains
+    contacts: list[float] = field(default_factory=list)  # collision times found (frames)
+    segments: list[Segment] = field(default_factory=list)  # stretches between contacts
+    covered: list[int] = field(default_factory=list)  # frames skipped: cut by the bar or object
 
 
 @dataclass
@@ -167,12 +207,15 @@ def _refine(t: np.ndarray, q: np.ndarray, room: float, s: float, v: float) -> tu
     return (-s, -v) if v < 0 else (s, v)  # fold is even: same path with v >= 0
 
 
-def fit_path(t: np.ndarray, q: np.ndarray, room: float) -> tuple[float, float]:
+def fit_path(t: np.ndarray, q: np.ndarray, room: float,
+             top: float | None = None) -> tuple[float, float]:
     """(s px, v >= 0 px/frame) of the bouncing path fold(s + v t) best fitting positions q at
-    frames t (sorted), q the box centre minus size / 2 along the axis."""
+    frames t (sorted), q the box centre minus size / 2 along the axis; the grid searches speeds
+    up to `top` (default room: every path, at whole frames)."""
     if room <= 0 or len(t) < 2:
         return float(np.clip(q[0], 0, max(room, 0))), 0.0
-    speeds = np.linspace(0, room, math.ceil(room * (t[-1] - t[0]) / GRID_DRIFT) + 1)  # (V,)
+    top = room if top is None else min(top, room)
+    speeds = np.linspace(0, top, math.ceil(top * (t[-1] - t[0]) / GRID_DRIFT) + 1)  # (V,)
     fits = []
     for a in (0, len(t) // 2, len(t) - 1):
         for u_a in (q[a], 2 * room - q[a]):  # moving towards + or - at frame t[a]
@@ -208,8 +251,9 @@ def _reversals(t: np.ndarray, q: np.ndarray, room: float, v: float, axis: str) -
         # Lines of slope +-v through frames a and b, each on its side of the turn, cross at:
         frame = t[e] if v <= 0 else (t[a] + t[b]) / 2 + sign * (q[b] - q[a]) / (2 * v)
         gap = room - q[e] if sign > 0 else q[e]
+        reach = max(t[e] - t[a], t[b] - t[e])  # frames: unseen ones could hide the wall
         out.append(Reversal(float(np.clip(frame, t[a], t[b])), _WALLS[axis][sign > 0],
-                            float(gap), bool(gap > WALL_SLACK + v), False))
+                            float(gap), bool(gap > WALL_SLACK + v * reach), False))
     return out
 
 
@@ -222,8 +266,11 @@ def _bounces(t: np.ndarray, room: float, s: float, v: float, axis: str) -> tuple
     bounces = [Bounce((m * room - s) / v, _WALLS[axis][m % 2], None, None)
                for m in range(first, last)]
     ideal = _fold(s + v * t, room)
-    shown = {int(np.argmin([abs(b.frame - t[e]) for b in bounces]))
-             for e, _ in _turns(ideal, max(REVERSAL_PX, REVERSAL_SPEEDS * v) + TURN_NOISE)}
+    shown = set()
+    for e, sign in _turns(ideal, max(REVERSAL_PX, REVERSAL_SPEEDS * v) + TURN_NOISE):
+        at_wall = [i for i, b in enumerate(bounces) if b.wall == _WALLS[axis][sign > 0]]
+        if at_wall:  # the nearest at the wall it turns at (unseen frames may hide others)
+            shown.add(min(at_wall, key=lambda i: abs(bounces[i].frame - t[e])))
     return bounces, shown
 
 
@@ -295,33 +342,288 @@ def score_track(centers: list[tuple[float, float] | None], size: tuple[int, int,
     errors: list[float | None] = [None] * n
     for i, e in zip(seen, err):
         errors[i] = round(float(e), 3)
-    now, soon = _fold(np.array([s, s + 1e-6 * v]), room)  # the sign of motion just after 0
+    velocity = _signed(s, v, room, 0.0)
     return ObjectPhysics(
-        target, shape, obj, axis, len(seen), v if soon >= now else -v,
+        target, shape, obj, axis, len(seen), velocity,
         [(round(float(x), 3), round(float(y), 3)) for x, y in ideal], errors,
         rms, peak, rms / side, peak / side, v, first, last,
         None if first is None or last is None or first < MIN_SPEED else last / first - 1,
         listed, reversals, sum(b.observed is None for b in listed),
-        sum(r.mid_air for r in reversals), sum(not r.mid_air and not r.matched for r in reversals))
+        sum(r.mid_air for r in reversals), sum(not r.mid_air and not r.matched for r in reversals),
+        segments=[Segment(0, n - 1, (velocity, 0.0) if k == 0 else (0.0, velocity))])
 
 
-def _object_score(report: ObjectReport, size: tuple[int, int, int],
-                  object_size: int | None = None) -> ObjectPhysics:
-    """Score one critic object: its observed shape's centroid offset, else the prompt's."""
-    shape = report.shape.observed if report.shape.observed in SHAPES else report.shape.expected
-    return score_track(report.centers, size, shape, report.target, object_size)
+def _signed(s: float, v: float, room: float, t: float) -> float:
+    """The velocity (px/frame, signed) of the path fold(s + v t) just after frame t."""
+    now, soon = _fold(np.array([s + v * t, s + v * t + 1e-6 * v]), room)
+    return float(v if soon >= now else -v)
 
 
-def physics_from_critique(verdict: Critique, object_size: int | None = None) -> PhysicsScore:
+def score_tracks(tracks: list[list[tuple[float, float] | None]], size: tuple[int, int, int],
+                 shapes: list[str], targets: list[str] | None = None,
+                 object_size: int | None = None,
+                 skip: list[list[bool]] | None = None) -> list[ObjectPhysics]:
+    """Score one or two objects' tracked centroids (as `score_track`) in a clip where they may
+    collide: with two, overlapping frames are skipped, contacts found, and an object near the
+    other is fitted piecewise between contacts (module docstring). `skip`: per object and frame,
+    a centroid to leave out (cut by the bar)."""
+    n, h, w = size
+    obj = object_size or world_size(h, w)
+    targets = targets or [""] * len(tracks)
+    skip = skip or [[False] * n for _ in tracks]
+    out = [[None if x else c for c, x in zip(tr, xs)] for tr, xs in zip(tracks, skip)]
+    if len(tracks) != 2:
+        scores = [score_track(c, size, s, tg, obj) for c, s, tg in zip(out, shapes, targets)]
+        for score, xs in zip(scores, skip):
+            score.covered = [t for t in range(n) if xs[t]]
+        return scores
+    boxes = [_boxes(c, s, obj) for c, s in zip(tracks, shapes)]  # (T, 2) box centres, NaN unseen
+    overlap = np.all(np.abs(boxes[1] - boxes[0]) < obj - OVERLAP_PX, 1)  # NaN compares False
+    tracks = [[None if overlap[t] else c for t, c in enumerate(tr)] for tr in out]
+    boxes = [_boxes(c, s, obj) for c, s in zip(tracks, shapes)]
+    rooms = (float(w - obj), float(h - obj))
+    windows = _windows(boxes[0], boxes[1], obj)
+    near = {k for steps in windows for k in steps}  # steps where the boxes may touch
+    splits = _choose_splits([b - obj / 2 for b in boxes], windows, rooms)
+    contacts = [_contact_time([b - obj / 2 for b in boxes], splits, i, rooms, obj)
+                for i in range(len(splits))]
+    scores = []
+    for c, s, tg, xs in zip(tracks, shapes, targets, skip):
+        score = (_score_pieces(c, size, s, tg, obj, splits, contacts, near) if near
+                 else score_track(c, size, s, tg, obj))
+        score.covered = [t for t in range(n) if xs[t] or overlap[t]]
+        scores.append(score)
+    return scores
+
+
+def _boxes(centers: list[tuple[float, float] | None], shape: str, obj: int) -> np.ndarray:
+    """Box centres (T, 2) px from tracked centroids (NaN where unseen)."""
+    xy = np.array([(np.nan, np.nan) if c is None else c for c in centers], np.float64)
+    return xy - [0.0, centroid_offset(shape, obj)]
+
+
+def _touch(d: np.ndarray, u: np.ndarray, reach: float) -> float | None:
+    """First time >= 0 at which boxes `d` apart (px, (2,)) closing at `u` px/frame come within
+    `reach` on both axes, or None."""
+    lo, hi = 0.0, math.inf
+    for di, ui in zip(d, u):
+        if ui == 0:
+            if abs(di) > reach:
+                return None
+            continue
+        a, b = sorted(((-reach - di) / ui, (reach - di) / ui))
+        lo, hi = max(lo, a), min(hi, b)
+    return lo if lo <= hi else None
+
+
+def _windows(a: np.ndarray, b: np.ndarray, obj: int) -> list[list[int]]:
+    """Runs of steps k -> k + 1 (both objects seen at both ends) in which two box-centre tracks
+    (T, 2) px of obj-px boxes may touch: within obj + CONTACT_SLACK on both axes at either end,
+    or getting there within the step when moved at the relative velocity of the step before
+    (or back at that of the step after: a fast head-on contact can fall between frames)."""
+    d = b - a  # (T, 2)
+    ok = ~np.isnan(d).any(1)
+    reach = obj + CONTACT_SLACK
+    near = ok & (np.abs(np.nan_to_num(d, nan=np.inf)).max(1) <= reach)
+    runs: list[list[int]] = []
+    for k in range(len(d) - 1):
+        if not (ok[k] and ok[k + 1]):
+            continue
+        forward = k > 0 and ok[k - 1] and _touch(d[k], d[k] - d[k - 1], reach)
+        back = k + 2 < len(d) and ok[k + 2] and _touch(d[k + 1], d[k + 1] - d[k + 2], reach)
+        if near[k] or near[k + 1] or any(t is not None and t is not False and t <= 1
+                                         for t in (forward, back)):
+            if runs and runs[-1][-1] == k - 1:
+                runs[-1].append(k)
+            else:
+                runs.append([k])
+    return runs
+
+
+def _fit_pieces(q: np.ndarray, bounds: list[int], rooms: tuple[float, float]) -> np.ndarray:
+    """Per frame, the fitted (s, v) of each coordinate's bouncing path over its stretch:
+    (T, 2, 2), NaN in stretches with no seen frame. q: (T, 2) box low corners px (NaN unseen);
+    stretches [bounds[i], bounds[i + 1])."""
+    fits = np.full((len(q), 2, 2), np.nan)
+    for a, b in zip(bounds, bounds[1:]):
+        t = np.array([i for i in range(a, b) if not np.isnan(q[i, 0])], np.float64)
+        if len(t):
+            for k in (0, 1):
+                # A short stretch can zigzag (a bounce every frame) onto a mid-air turn: paths
+                # bouncing more than once in two frames are no motion a clip can show.
+                fits[a:b, k] = fit_path(t, q[t.astype(int), k], rooms[k], rooms[k] / 2)
+    return fits
+
+
+def _path(fits: np.ndarray, t: np.ndarray, rooms: tuple[float, float]) -> np.ndarray:
+    """Box low corners (len(t), 2) on fitted paths `fits` (len(t), 2, 2) at frames t."""
+    return np.stack([_fold(fits[:, k, 0] + fits[:, k, 1] * t, rooms[k]) for k in (0, 1)], 1)
+
+
+def _choose_splits(qs: list[np.ndarray], windows: list[list[int]],
+                   rooms: tuple[float, float]) -> list[int]:
+    """Contact steps, window by window: the fewest splits (0 to 3 steps k: frames <= k before,
+    > k after) whose stretches fit both objects' box low corners qs (T, 2) within FIT_PX on each
+    coordinate (else the 3 of least Huber loss), judged up to the next window."""
+    n, chosen = len(qs[0]), []
+    for j, steps in enumerate(windows):
+        lo = chosen[-1] + 1 if chosen else 0
+        hi = windows[j + 1][0] + 1 if j + 1 < len(windows) else n  # the next contact may follow
+        for count in range(min(3, len(steps)) + 1):
+            best = min((_split_fit(qs, lo, hi, pick, rooms) + (pick,)
+                        for pick in itertools.combinations(steps, count)), key=lambda f: f[0])
+            if best[1] <= FIT_PX:
+                break
+        chosen += list(best[2])
+    return chosen
+
+
+def _split_fit(qs: list[np.ndarray], lo: int, hi: int, pick: tuple[int, ...],
+               rooms: tuple[float, float]) -> tuple[float, float]:
+    """(Huber loss, largest |residual| px) of both objects' frames [lo, hi) fitted in stretches
+    split after the steps in `pick`."""
+    bounds = [lo] + [k + 1 for k in pick] + [hi]
+    worst, loss = 0.0, 0.0
+    for q in qs:
+        part = np.full_like(q, np.nan)
+        part[lo:hi] = q[lo:hi]
+        fits = _fit_pieces(part, bounds, rooms)[lo:hi]
+        r = q[lo:hi] - _path(fits, np.arange(lo, hi, dtype=np.float64), rooms)
+        r = r[~np.isnan(r[:, 0])]
+        worst = max(worst, float(np.abs(r).max(initial=0.0)))
+        loss += float(_huber(r).sum())
+    return loss, worst
+
+
+def _contact_time(qs: list[np.ndarray], splits: list[int], i: int, rooms: tuple[float, float],
+                  obj: int) -> float:
+    """When the boxes touch in step splits[i] -> + 1 on the paths fitted before it (the first
+    time their low corners come within obj on both axes; else their closest approach)."""
+    k = splits[i]
+    bounds = [0] + [s + 1 for s in splits] + [len(qs[0])]
+    t = np.linspace(k, k + 1, 101)
+    paths = [_path(np.repeat(_fit_pieces(q, bounds, rooms)[k][None], len(t), 0), t, rooms)
+             for q in qs]
+    gap = np.abs(paths[1] - paths[0]).max(1)  # (101,) Chebyshev distance of the box centres
+    touching = np.nonzero(gap <= obj)[0]
+    return float(t[touching[0]] if len(touching) else t[np.argmin(gap)])
+
+
+def _score_pieces(centers: list[tuple[float, float] | None], size: tuple[int, int, int],
+                  shape: str, target: str, obj: int, splits: list[int],
+                  contacts: list[float], near: set[int] = frozenset()) -> ObjectPhysics:
+    """Score a track in stretches split after the steps `splits` (at `contacts`, frames), each
+    coordinate on its own bouncing path in each stretch; steps k -> k + 1 for k in `near` (the
+    boxes may touch) are left out of the speeds."""
+    n, h, w = size
+    offset = centroid_offset(shape, obj)
+    seen = [i for i, c in enumerate(centers) if c is not None]
+    if not seen:
+        return score_track(centers, size, shape, target, obj)
+    xy = np.array([(np.nan, np.nan) if c is None else c for c in centers], np.float64)  # (T, 2)
+    q = xy - [obj / 2, obj / 2 + offset]  # the box's low corner: fold(s + v t) in [0, room]
+    rooms = (float(w - obj), float(h - obj))
+    bounds = [0] + [k + 1 for k in splits] + [n]
+    fits = _fit_pieces(q, bounds, rooms)  # (T, coordinate, (s, v))
+    frames = np.arange(n, dtype=np.float64)
+    ideal = _path(fits, frames, rooms)  # (T, 2), NaN in stretches never seen
+    lap = np.stack([np.floor((fits[:, k, 0] + fits[:, k, 1] * frames) / rooms[k])
+                    if rooms[k] > 0 else np.zeros(n) for k in (0, 1)], 1)  # a change: a bounce
+    segments, bounces, reversals = [], [], []
+    for a, b in zip(bounds, bounds[1:]):
+        t = np.array([i for i in range(a, b) if i in seen], np.float64)
+        if not len(t):
+            continue
+        velocity = []
+        for k, name in enumerate("xy"):
+            s, v = float(fits[a, k, 0]), float(fits[a, k, 1])
+            listed, turned = _judge_bounces(t, q[t.astype(int), k], rooms[k], s, v, name)
+            bounces += listed
+            reversals += turned
+            velocity.append(_signed(s, v, rooms[k], float(a)))
+        segments.append(Segment(a, b - 1, (velocity[0], velocity[1])))
+    ideal += [obj / 2, obj / 2 + offset]
+    err = np.hypot(*(xy[seen] - ideal[seen]).T)
+    # Speed drift: observed over ideal speed, last quarter against first; steps within one
+    # stretch, over no bounce and no step near the other object, at an ideal speed of STILL or
+    # more.
+    stretch = np.searchsorted(bounds, seen, "right")
+    step_ok = [i for i in range(len(seen) - 1)
+               if stretch[i] == stretch[i + 1] and near.isdisjoint(range(seen[i], seen[i + 1]))
+               and np.all(lap[seen[i]] == lap[seen[i + 1]])
+               and np.hypot(*fits[seen[i], :, 1]) >= STILL]
+    quarter = max(2, math.ceil(n / 4))
+
+    def observed(start: int, stop: int) -> tuple[float | None, float | None]:
+        """(observed px/frame, observed over ideal) over the steps in [start, stop)."""
+        steps = [i for i in step_ok if start <= seen[i] and seen[i + 1] < stop]
+        if not steps:
+            return None, None
+        gap = sum(seen[i + 1] - seen[i] for i in steps)
+        moved = sum(float(np.hypot(*(xy[seen[i + 1]] - xy[seen[i]]))) for i in steps)
+        lawful = sum(float(np.hypot(*(ideal[seen[i + 1]] - ideal[seen[i]]))) for i in steps)
+        return moved / gap, moved / lawful
+
+    first, ratio_first = observed(0, quarter)
+    last, ratio_last = observed(n - quarter, n)
+    side = min(h, w)
+    rms, peak = float(np.sqrt(np.mean(err**2))), float(err.max())
+    errors: list[float | None] = [None] * n
+    for i, e in zip(seen, err):
+        errors[i] = round(float(e), 3)
+    v0 = segments[0].velocity
+    k = int(abs(v0[1]) > abs(v0[0]))
+    return ObjectPhysics(
+        target, shape, obj, "xy"[k], len(seen), v0[k],
+        [None if np.isnan(x) else (round(float(x), 3), round(float(y), 3)) for x, y in ideal],
+        errors, rms, peak, rms / side, peak / side, float(np.hypot(*v0)), first, last,
+        None if not ratio_first or ratio_last is None else ratio_last / ratio_first - 1,
+        bounces, reversals, sum(b.observed is None for b in bounces),
+        sum(r.mid_air for r in reversals), sum(not r.mid_air and not r.matched for r in reversals),
+        sorted({round(c, 3) for c in contacts}), segments)
+
+
+def _cut_by_bar(report: ObjectReport, shape: str, obj: int, bar: np.ndarray | None) -> list[bool]:
+    """Per frame: the object may be cut by the bar (module docstring), so its centroid is off."""
+    if bar is None:  # no mask: an area short of the track's median says it was cut
+        areas = [a for a in report.areas if a]
+        ref = float(np.median(areas)) if areas else 0.0
+        return [a is not None and a < AREA_KEEP * ref for a in report.areas]
+    ys, xs = np.nonzero(bar)
+    if not len(xs):
+        return [False] * len(report.centers)
+    lo = np.array([xs.min() - 1, ys.min() - 1], np.float64)  # the hidden pixels: bar + 1 px rim
+    hi = np.array([xs.max() + 2, ys.max() + 2], np.float64)  # exclusive, px
+    boxes = _boxes(report.centers, shape, obj)
+    reach = obj / 2 + COVER_PX
+    return [bool(np.all(c + reach > lo) and np.all(c - reach < hi)) for c in boxes]
+
+
+def _shape(report: ObjectReport) -> str:
+    """The shape whose centroid offset applies: the observed one, else the prompt's."""
+    return report.shape.observed if report.shape.observed in SHAPES else report.shape.expected
+
+
+def physics_from_critique(verdict: Critique, object_size: int | None = None,
+                          bar: np.ndarray | None = None) -> PhysicsScore:
     """Physics scores from a shapes-world Critique's tracks (no second segmentation);
-    `object_size` as for `score_track`."""
+    `object_size` as for `score_track`; `bar`: the occluder's bool (H, W) mask (`find_bar`),
+    used when the prompt has the occluder (without it, cut frames are found from areas)."""
     if verdict.world != "shapes":
         raise UserError(f"physics scores cover the shapes world, not {verdict.world!r}")
-    return PhysicsScore(verdict.prompt, tuple(verdict.size),
-                        [_object_score(o, tuple(verdict.size), object_size)
-                         for o in verdict.objects])
+    size = tuple(verdict.size)
+    obj = object_size or world_size(size[1], size[2])
+    shapes = [_shape(o) for o in verdict.objects]
+    tracks = [list(o.centers) for o in verdict.objects]
+    cut = None
+    if has_occluder(verdict.prompt):
+        cut = [_cut_by_bar(o, s, obj, bar) for o, s in zip(verdict.objects, shapes)]
+    return PhysicsScore(verdict.prompt, size, score_tracks(
+        tracks, size, shapes, [o.target for o in verdict.objects], obj, cut))
 
 
 def physics_scores(frames: np.ndarray, prompt: str) -> PhysicsScore:
     """Critique uint8 (T, H, W, 3) frames against a shapes-world prompt and score their physics."""
-    return physics_from_critique(critique(frames, prompt))
+    verdict = critique(frames, prompt)
+    bar = find_bar(np.asarray(frames)) if has_occluder(prompt) else None
+    return physics_from_critique(verdict, bar=bar)

@@ -59,7 +59,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .conditioning import Task
-from .critic import INTACT_KINDS, critique, parse_prompt
+from .critic import INTACT_KINDS, critique, find_bar, has_occluder, parse_prompt
 from .data.shapes import COLORS, render_clip
 from .errors import UserError, atomic_write, atomic_write_text
 from .eval import SHEET_FRAMES, build_prompts, contact_sheet
@@ -276,7 +276,8 @@ def judge(case: Case, video: np.ndarray, roundtrip: Roundtrip | None = None) -> 
         numbers["path_max_px"] = round(max(dists), 3) if dists and not missing else None
         checks["path"] = bool(dists) and not missing and max(dists) <= EDIT_PATH * min(h, w)
     # against the ideal bouncing path
-    phys = physics_from_critique(verdict, case.object_size).objects[0]
+    bar = find_bar(video) if has_occluder(case.prompt) else None
+    phys = physics_from_critique(verdict, case.object_size, bar).objects[0]
     numbers.update(physics_rms_px=phys.rms_error, physics_max_px=phys.max_error,
                    speed_drift=phys.speed_drift, missed_bounces=phys.missed_bounces,
                    mid_air_reversals=phys.mid_air_reversals)
