@@ -67,6 +67,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--student", help="a distilled student's pipeline directory")
     parser.add_argument("--steps", type=int, nargs="+", default=[1, 2, 4, 8, 20])
     parser.add_argument("--student-steps", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--teacher-default", action=argparse.BooleanOptionalAction, default=True,
+                        help="also the teacher's own settings (its restarts)")
     parser.add_argument("--clips", type=int, default=84)
     parser.add_argument("--seeds", type=int, nargs="+", default=[8])
     parser.add_argument("--threads", type=int, default=1)
@@ -76,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     teacher = TextToVideoPipeline.from_pretrained(args.model or BUNDLED_MODEL)
     settings = [(f"euler {n}", teacher, {"num_inference_steps": n, "restarts": 0})
                 for n in args.steps]
-    if teacher.diffusion.restarts:
+    if teacher.diffusion.restarts and args.teacher_default:
         n = teacher.diffusion.num_inference_steps
         settings.append((f"euler {n} + {teacher.diffusion.restarts} restarts", teacher, {}))
     if args.student:
