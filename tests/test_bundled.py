@@ -43,7 +43,7 @@ def test_generated_clip_shows_the_prompted_color(pipe):
 
 
 def test_default_output_is_pinned(pipe):
-    # Frames made before the sampling seam was refactored (`make demo`'s prompt and seed, and a
+    # Frames the bundled model made when it was bundled (`make demo`'s prompt and seed, and a
     # packed batch of two sizes): a refactor must not change what the bundled model draws. Float
     # sums may round differently with the thread count (one uint8 value of the demo differs
     # between 1 and 2 threads, by 1), so a handful of off-by-one values is tolerated; anything a

@@ -20,7 +20,7 @@ A pipeline directory (`save_pipeline` writes it, `read_pipeline` reads it; nothi
           "metadata": {}                   # free-form (e.g. what trained it); kept and written back
         }
 
-Version 1 files (the first format; the bundled model's) are still read: "format", "version",
+Version 1 files (the first format) are still read: "format", "version",
 "sizes" and "negative_prompt" were optional there, and any other key was metadata. A newer
 version than this code knows is refused.
 
