@@ -208,7 +208,8 @@ def draw(clip, centers: list[np.ndarray]) -> np.ndarray:
 
 
 @pytest.mark.parametrize("world", list(RICH))
-@pytest.mark.parametrize("size", [(17, 64, 64), (33, 64, 64)], ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("size", [(17, 64, 64), pytest.param((33, 64, 64), marks=pytest.mark.slow)],
+                         ids=lambda s: "x".join(map(str, s)))  # 33 frames: ~70 s, in test-slow
 def test_ground_truth_scores_near_zero_in_the_richer_world(world, size):
     contacts = found = 0
     for seed in range(30):
