@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import subprocess
 import sys
@@ -41,13 +40,6 @@ def run_case(frames: int, model: str | None, threads: int) -> dict:
             "process_mib": _peak_mib(), "shape": list(out.frames.shape)}
 
 
-def _cpu() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown CPU"
-
 
 def main(argv: list[str] | None = None) -> None:
     """Run every length in its own subprocess; print a table and, with --json, write one."""
@@ -58,10 +50,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", help="also write the rows to this JSON file")
     parser.add_argument("--case", type=int, help=argparse.SUPPRESS)  # internal: one length
     args = parser.parse_args(argv)
+    from zoetrope.hardware import cpu_name
+
     if args.case:
         print(json.dumps(run_case(args.case, args.model, args.threads)))
         return
-    print(f"generate, batch 1, {args.threads} thread(s), {_cpu()}; gen = ru_maxrss during "
+    print(f"generate, batch 1, {args.threads} thread(s), {cpu_name()}; gen = ru_maxrss during "
           "generation - before")
     print(f"{'frames':>7} {'gen MiB':>8} {'x first':>8} {'process MiB':>12} {'x first':>8} "
           f"{'seconds':>8}")
@@ -80,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
               f"{r['seconds']:>8.1f}", flush=True)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"cpu": _cpu(), "threads": args.threads, "rows": rows}, f, indent=1)
+            json.dump({"cpu": cpu_name(), "threads": args.threads, "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":

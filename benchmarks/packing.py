@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -37,6 +36,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from zoetrope.config import dit_preset
 from zoetrope.diffusion import flow_loss
 from zoetrope.dit import DiT, forward_flops
+from zoetrope.hardware import cpu_name
 from zoetrope.patches import pack
 
 VIDEOS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "videos"
@@ -136,13 +136,6 @@ def flat(n: int) -> tuple[int, int, int]:
     """A latent grid of exactly n tokens (patch 1x2x2): what a clip padded to n tokens costs."""
     return (1, 2, 2 * n)
 
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown CPU"
 
 
 def main(argv: list[str] | None = None) -> None:

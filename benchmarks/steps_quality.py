@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import tempfile
 
 import torch
 
 from zoetrope.eval import run_eval
+from zoetrope.hardware import cpu_name
 from zoetrope.pipeline import BUNDLED_MODEL, TextToVideoPipeline
 
 
@@ -85,12 +85,7 @@ def main(argv: list[str] | None = None) -> None:
         student = TextToVideoPipeline.from_pretrained(args.student)
         settings += [(f"student {n}", student, {"num_inference_steps": n})
                      for n in args.student_steps]
-    cpu = platform.processor() or "CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_name()
     print(f"{args.clips} clips x seeds {args.seeds} per setting, {cpu}, "
           f"{torch.get_num_threads()} thread(s)")
     print(f"{'setting':>26} {'DiT evals':>10} {'followed+intact':>16} {'pass':>8}")

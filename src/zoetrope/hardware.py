@@ -59,6 +59,20 @@ def cpu_flags() -> frozenset[str] | None:
     return None
 
 
+def cpu_name() -> str:
+    """The CPU's model name from /proc/cpuinfo (x86 'model name'), else what `platform` says."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        text = ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name":
+            return value.strip()
+    import platform
+    return platform.processor() or "unknown CPU"
+
+
 def choose_precision(setting: str, device: torch.device) -> Precision:
     """Resolve a precision setting ("auto", "bf16", "fp32") for `device`, with the reason."""
     if setting in ("bf16", "fp32"):
