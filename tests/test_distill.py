@@ -45,8 +45,9 @@ def reference(teacher, tmp_path_factory):
 def test_pairs_are_the_teachers_own_samples(teacher, reference):
     pairs = Pairs(reference / "pairs", 6, 4)
     pipe = TextToVideoPipeline.from_pretrained(teacher)
-    (x0, noise), caption = pairs.sample(1)
-    (x0_again, _), _ = pairs.sample(7)  # indices wrap around the pairs
+    (x0, noise, mid), caption = pairs.sample(1)
+    (x0_again, _, _), _ = pairs.sample(7)  # indices wrap around the pairs
+    assert len(mid) == 1  # the teacher's state at the 2-step student's middle time
     assert torch.equal(x0, x0_again) and x0.shape == noise.shape
     # the teacher's ODE (Euler, its guidance, no restarts) from this noise lands on x0
     config = dataclasses.replace(pipe.diffusion, restarts=0)
@@ -57,6 +58,16 @@ def test_pairs_are_the_teachers_own_samples(teacher, reference):
                        progress=False)
     torch.testing.assert_close(out, pack([x0], pipe.dit.config.patch_size).tokens, rtol=0,
                                atol=1e-5)
+    # ... and its state halfway down its grid is the state at the student's middle time, which
+    # the student's 2-step grid reaches too
+    steps = config.num_inference_steps
+    half = pipe.denoise(packed, None, text, mask, grid[: steps // 2 + 1], config.guidance_scale,
+                        None, progress=False)
+    torch.testing.assert_close(half, pack([mid[0]], pipe.dit.config.patch_size).tokens, rtol=0,
+                               atol=1e-5)
+    student_grid = sampling_grid(dataclasses.replace(config, restarts=0), 2,
+                                 pipe._token_shift(packed))
+    torch.testing.assert_close(student_grid[1], grid[steps // 2], rtol=0, atol=1e-12)
 
 
 def test_the_student_samples_in_its_step_count(reference):
@@ -95,3 +106,44 @@ def test_bad_distill_recipes_are_one_line(teacher, tmp_path):
         load_recipe(TINY, ['--train.stages=["dit", "distill"]'])
     with pytest.raises(ConfigError, match="student_steps"):
         recipe(teacher, "--train.distill.student_steps=0")
+
+
+def test_piecewise_trains_one_euler_step_between_the_teachers_states(teacher, tmp_path):
+    """Each sample's input is the teacher's state at a student grid time t_k, at t_k, and its
+    target the velocity of one Euler step to the teacher's state at t_{k+1}."""
+    task = stage_loop(recipe(teacher, "--train.distill.method=piecewise"), "distill", tmp_path,
+                      progress=False).task
+    items = [(k, task.dataset.sample(k)) for k in range(6)]
+    seen = {}
+
+    def model(packed, t, prompts):
+        seen["x"], seen["t"] = packed.tokens.clone(), t.clone()
+        return torch.zeros_like(packed.tokens)
+
+    loss, _ = task.loss(model, items, torch.device("cpu"))
+    patch = task.module.dit.config.patch_size
+    per_sample, windows = [], set()
+    ids = pack([s[0] for _, (s, _) in items], patch).sample_ids
+    for j, (_, ((x0, noise, mid), _)) in enumerate(items):
+        states = [pack([s], patch).tokens for s in (noise, *mid, x0)]
+        t = seen["t"][ids == j]
+        n = len(states[0])
+        grid = sampling_grid(dataclasses.replace(task.teacher.diffusion, restarts=0), 2,
+                             task.teacher._token_shift(pack([x0], patch)))
+        k = int(torch.argmin((grid[:-1] - float(t[0])).abs()))
+        windows.add(k)
+        assert torch.allclose(t, torch.full((n,), float(grid[k])))
+        torch.testing.assert_close(seen["x"][ids == j], states[k], rtol=0, atol=1e-5)
+        v = (states[k + 1] - states[k]) / float(grid[k + 1] - grid[k])
+        per_sample.append(v.pow(2).mean())
+    assert windows == {0, 1}  # both of the 2-step student's windows are trained
+    torch.testing.assert_close(loss, torch.stack(per_sample).mean(), rtol=1e-4, atol=0)
+
+
+def test_piecewise_needs_the_teachers_grid_to_hold_the_students(teacher, tmp_path):
+    with pytest.raises(ConfigError, match="multiple of student_steps"):
+        stage_loop(recipe(teacher, "--train.distill.method=piecewise",
+                          "--train.distill.student_steps=3", "--train.distill.teacher_steps=4"),
+                   "distill", tmp_path, progress=False)
+    with pytest.raises(ConfigError, match="method"):
+        recipe(teacher, "--train.distill.method=progressive")

@@ -40,6 +40,18 @@ def test_toy_embedding_does_not_depend_on_batch():
     assert not torch.allclose(other[0], alone[0], atol=1e-3)
 
 
+def test_builtin_vocabulary_reads_every_shapes_world_caption():
+    from zoetrope.data.shapes import render_clip
+
+    enc = toy(max_length=64)
+    clip = render_clip(5, 64, 64, seed=3, two_objects=True, collide=True, occluder=True)
+    assert clip.caption.endswith(" behind a gray bar") and " and " in clip.caption
+    ids, mask = enc.tokenize([clip.caption])
+    assert mask.sum() == len(split_words(clip.caption)) + 1 and not (ids == UNK).any()
+    # words added later come last: the ids of the first vocabulary stay where they were
+    assert enc.config.vocab[-2:] == ["behind", "bar"] and enc.config.vocab.index("digit") == 6
+
+
 def test_tokenizer_words_digits_unknowns_and_truncation():
     enc = toy(max_length=6)
     assert split_words("Red-CIRCLE, 12!") == ["red", "circle", "1", "2"]

@@ -398,11 +398,18 @@ class DistillStageConfig(LoopConfig):
     pair_batch: int = 32  # pairs the teacher makes per call and per file
     teacher_steps: int = 0  # the teacher's Euler steps for the pairs; 0: its own setting
     student_steps: int = 4  # the student's sampling steps (its pipeline.json default)
+    # "reflow": the straight line from each pair's noise to its clean latent, at any time;
+    # "piecewise": one Euler step of the student from the teacher's state at each of its grid
+    # times to the teacher's state at the next (`train.distill_task`)
+    method: str = "reflow"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_ranges(self, self.section, {"pairs": ">= 1", "pair_batch": ">= 1",
                                           "teacher_steps": ">= 0", "student_steps": ">= 1"})
+        if self.method not in ("reflow", "piecewise"):
+            raise ConfigError(f"{self.section}.method must be 'reflow' or 'piecewise', "
+                              f"got {self.method!r}")
 
 
 STAGES = ("vae", "dit", "distill")  # what a recipe can train, in the order stages run

@@ -17,6 +17,15 @@ as a copy of the teacher's DiT (and its text encoder, frozen), and each sample's
 time comes from its own generator as in the DiT task. Export: a pipeline directory like any
 other, whose `num_inference_steps` is `student_steps`, guidance 1 and no restarts, so
 `zoetrope generate --model DIR` samples in the student's steps by default.
+
+`method = "piecewise"` trains for the student's own grid instead: piecewise rectified flow
+(PeRFlow, Yan et al., arXiv 2405.07510) with one window per student step, taken at the window's
+start, which is Luhman and Luhman's one-step distillation (arXiv 2101.02388) done step by step.
+The pair files also hold the teacher's states at the student's grid times (the teacher's grid
+contains them when its steps are a multiple of the student's: the shift maps both uniform grids
+the same way). A sample draws one window k; the student, given the teacher's state at t_k, learns
+the velocity of one Euler step to the teacher's state at t_{k+1}. Its Euler steps then land on the
+teacher's path at every grid time, where reflow only makes the whole path nearly straight.
 """
 
 from __future__ import annotations
@@ -63,8 +72,11 @@ def _pair_file(root: Path, chunk: int) -> Path:
 
 @torch.no_grad()
 def make_pairs(teacher, dataset, count: int, per_file: int, seed: int, steps: int, root: Path,
-               progress: bool = False) -> None:
-    """Write the missing pair files of samples 0..count-1 under `root` (see the module doc)."""
+               progress: bool = False, student_steps: int = 1) -> None:
+    """Write the missing pair files of samples 0..count-1 under `root` (see the module doc).
+
+    With `steps` a multiple of `student_steps` > 1, each pair also keeps the teacher's states at
+    the student's inner grid times ("mid_i", (student_steps - 1, C, T, H, W), high t first)."""
     from ..conditioning import Sampling
 
     root.mkdir(parents=True, exist_ok=True)
@@ -83,17 +95,29 @@ def make_pairs(teacher, dataset, count: int, per_file: int, seed: int, steps: in
         g.set_state(state)
         negatives = [""] * len(captions) if scale != 1 else []
         text, mask = teacher.encode_text(captions + negatives)
-        x0 = teacher.sample(shapes, Sampling(text, mask, g, steps, scale, config, False))
+        stride = steps // student_steps if student_steps > 1 and steps % student_steps == 0 else 0
+        states: list[Tensor] = []  # the teacher's x after steps stride, 2 stride, ...
+
+        def keep_state(info) -> None:
+            if stride and info.step % stride == 0 and info.step < steps:
+                states.append(info.x.float())
+
+        x0 = teacher.sample(shapes, Sampling(text, mask, g, steps, scale, config, False,
+                                             keep_state))
         tensors = {}
+        mids = [unpack(x, noise) for x in states]
         for i, (x, z) in enumerate(zip(unpack(x0.tokens, x0), unpack(noise.tokens, noise))):
             tensors[f"x0_{i}"], tensors[f"noise_{i}"] = x.float().cpu().contiguous(), \
                 z.float().cpu().contiguous()
+            if mids:
+                tensors[f"mid_{i}"] = torch.stack([m[i] for m in mids]).cpu().contiguous()
         meta = {"captions": json.dumps(captions), "indices": json.dumps(list(indices))}
         atomic_write(_pair_file(root, chunk), lambda tmp: save_file(tensors, tmp, metadata=meta))
 
 
 class Pairs:
-    """The pair files as a dataset: `sample(k) -> ((x0, noise), caption)`, k modulo count."""
+    """The pair files as a dataset: `sample(k) -> ((x0, noise, mid), caption)`, k modulo count;
+    `mid` is the teacher's states at the student's inner grid times ((0, ...) when not kept)."""
 
     is_latent = True
 
@@ -105,12 +129,15 @@ class Pairs:
             raise ConfigError(f"{root} lacks {len(missing)} pair files; rerun the same command "
                               f"to make them")
 
-    def sample(self, index: int) -> tuple[tuple[Tensor, Tensor], str]:
+    def sample(self, index: int) -> tuple[tuple[Tensor, Tensor, Tensor], str]:
         k = index % self.count
         chunk, i = divmod(k, self.per_file)
         with safe_open(_pair_file(self.root, chunk), "pt") as f:
             captions = json.loads(f.metadata()["captions"])
-            return (f.get_tensor(f"x0_{i}"), f.get_tensor(f"noise_{i}")), captions[i]
+            x0 = f.get_tensor(f"x0_{i}")
+            mid = (f.get_tensor(f"mid_{i}") if f"mid_{i}" in f.keys()
+                   else x0.new_zeros(0, *x0.shape))
+            return (x0, f.get_tensor(f"noise_{i}"), mid), captions[i]
 
 
 @dataclass
@@ -144,10 +171,14 @@ class DistillTask:
         sizes = cfg.sizes or recipe.data.sizes
         recipe = dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, sizes=sizes))
         root = run_dir / "pairs"
+        steps = cfg.teacher_steps or teacher.diffusion.num_inference_steps
+        if cfg.method == "piecewise" and steps % cfg.student_steps:
+            raise ConfigError(f"train.distill.method = 'piecewise' needs the teacher's steps "
+                              f"({steps}) to be a multiple of student_steps "
+                              f"({cfg.student_steps}); set train.distill.teacher_steps")
         if d.main:
-            steps = cfg.teacher_steps or teacher.diffusion.num_inference_steps
             make_pairs(teacher, build_dataset(recipe.data, cfg.seed), cfg.pairs, cfg.pair_batch,
-                       cfg.seed, steps, root, progress)
+                       cfg.seed, steps, root, progress, cfg.student_steps)
         barrier()
         task = cls(recipe, cfg, teacher, Pairs(root, cfg.pairs, cfg.pair_batch), None)
         task.module = task.fresh().train().to(d.device)
@@ -162,17 +193,38 @@ class DistillTask:
         return (t // pt) * (h // ph) * (w // pw)
 
     def loss(self, model: nn.Module, items: list[Item], device: torch.device) -> tuple[Tensor, int]:
-        """Flow matching on the straight line from each pair's noise to its teacher latent."""
+        """Flow matching on the straight line from each pair's noise to its teacher latent
+        (reflow), or from the teacher's state at a student grid time to the next (piecewise)."""
         patch = self.module.dit.config.patch_size
-        packed = pack([s[0].to(device, torch.float32) for _, (s, _) in items], patch)
-        noise = pack([s[1].to(device, torch.float32) for _, (s, _) in items], patch).tokens
-        d = self.teacher.diffusion
-        ts = []
-        for (index, _), n in zip(items, packed.lengths):
+        d, starts, ends, ts = self.teacher.diffusion, [], [], []
+        for index, ((x0, noise, mid), _) in items:
             g = sample_generator(self.cfg.seed, index)
+            n = self.tokens((x0,))
             shift = diffusion.resolution_shift(n, d.shift_base_tokens)
-            ts.append(diffusion.sample_time_logit_normal(1, g, d.logit_mean, d.logit_std, shift))
-        t = torch.cat(ts).to(device)[packed.sample_ids]
+            if self.cfg.method == "reflow":
+                starts.append(x0)
+                ends.append(noise)
+                ts.append(diffusion.sample_time_logit_normal(1, g, d.logit_mean, d.logit_std,
+                                                             shift))
+                continue
+            # window k of the student's grid: one Euler step from state k to state k + 1
+            states = [noise, *mid, x0]
+            if len(states) != self.cfg.student_steps + 1:
+                raise ConfigError(f"pair {index} holds {len(mid)} teacher states, not "
+                                  f"student_steps - 1 = {self.cfg.student_steps - 1}: pairs "
+                                  f"made for reflow; distil piecewise into a new run directory")
+            k = int(torch.randint(self.cfg.student_steps, (1,), generator=g))
+            grid = diffusion.flow_grid(self.cfg.student_steps, shift=shift)
+            t_k, t_next = float(grid[k]), float(grid[k + 1])
+            v = (states[k + 1] - states[k]) / (t_next - t_k)
+            # the clean and noise ends of the line through state k with velocity v, so that the
+            # flow loss at t_k sees state k and targets v
+            starts.append(states[k] - t_k * v)
+            ends.append(states[k] + (1 - t_k) * v)
+            ts.append(torch.tensor([t_k]))
+        packed = pack([x.to(device, torch.float32) for x in starts], patch)
+        noise = pack([z.to(device, torch.float32) for z in ends], patch).tokens
+        t = torch.cat(ts).float().to(device)[packed.sample_ids]
         prompts = [caption for _, (_, caption) in items]
 
         def model_fn(x: Tensor, t_: Tensor) -> Tensor:
