@@ -145,3 +145,10 @@ def test_generalization_split_settings_are_checked(kw, message):
     with pytest.raises(ConfigError, match=message) as e:
         DataConfig(**kw)
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (Path(__file__).parents[1] / "configs")
+                                        .glob("*.toml") if not p.stem.endswith("-grid")))
+def test_every_shipped_recipe_loads(name):
+    recipe = load_recipe(Path(__file__).parents[1] / "configs" / name)
+    assert recipe.train.stages  # a recipe that would train something
