@@ -196,6 +196,25 @@ def test_run_dir_of_another_recipe_is_refused(vae_dir, reference):
         stage_loop(dit_recipe(vae_dir, "--train.dit.lr=0.5"), "dit", reference, progress=False)
 
 
+def test_settings_added_after_a_run_started_count_as_their_defaults(tmp_path):
+    """A config.json written before a setting existed resumes while the recipe leaves it at
+    its default, and is refused once the recipe changes it."""
+    from types import SimpleNamespace
+
+    from zoetrope.train.loop import check_run_dir
+
+    d = SimpleNamespace(main=True)
+    check_run_dir(load_recipe(TINY), tmp_path, d)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    del saved["data"]["occluder"], saved["train"]["distill"]
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    check_run_dir(load_recipe(TINY), tmp_path, d)  # as if the run started before they existed
+    assert "occluder" in json.loads((tmp_path / "config.json").read_text())["data"]
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(ConfigError, match="another recipe.*data.occluder"):
+        check_run_dir(load_recipe(TINY, ["--data.occluder=true"]), tmp_path, d)
+
+
 def test_worker_processes_fetch_the_same_samples(vae_dir, reference, tmp_path):
     # Two DataLoader workers decode ahead of the step; what each step trains on is unchanged.
     train(dit_recipe(vae_dir, "--data.num_workers=2"), tmp_path, progress=False)

@@ -90,16 +90,19 @@ def _leaves(tree: dict, prefix: str = "") -> dict[str, Any]:
 def check_run_dir(recipe: Recipe, run_dir: Path, d: Dist) -> None:
     """A run directory belongs to one recipe; only `RESUMABLE` settings may change on resume.
 
-    Rank 0 checks and writes config.json; the verdict is broadcast so every rank fails or goes on.
+    A setting the saved config.json lacks (added to zoetrope after the run started) counts as
+    its default, so upgrading mid-run resumes unless the recipe sets it. Rank 0 checks and
+    writes config.json; the verdict is broadcast so every rank fails or goes on.
     """
     error = None
     if d.main:
         path, current = run_dir / "config.json", to_dict(recipe)
         if path.is_file():
             saved, ours = _leaves(json.loads(path.read_text())), _leaves(current)
+            defaults = _leaves(to_dict(Recipe()))
             keys = [*ours, *(k for k in saved if k not in ours)]
-            diff = [k for k in keys
-                    if k.rsplit(".", 1)[-1] not in RESUMABLE and saved.get(k) != ours.get(k)]
+            diff = [k for k in keys if k.rsplit(".", 1)[-1] not in RESUMABLE
+                    and saved.get(k, defaults.get(k)) != ours.get(k)]
             if diff:
                 error = (f"{run_dir} was started with another recipe (differs in "
                          f"{', '.join(diff[:4])}); use a new --out to start a new run")
