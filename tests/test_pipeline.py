@@ -295,6 +295,23 @@ def test_cli_generate_without_bundled_model(tmp_path, monkeypatch, capsys):
     assert err.count("\n") == 1 and "bundled model is not installed" in err and "--model" in err
 
 
+def test_cli_generate_fast_uses_the_bundled_student(tmp_path, monkeypatch, capsys, model_dir):
+    monkeypatch.setattr("zoetrope.pipeline.BUNDLED_MODEL", tmp_path / "missing")
+    monkeypatch.setattr("zoetrope.pipeline.FAST_MODEL", model_dir)  # stands in for the student
+    assert main(["generate", PROMPT, "--fast", "--seed", "0", "-o", str(tmp_path / "x.mp4")]) == 0
+    assert (tmp_path / "x.mp4").is_file()
+    capsys.readouterr()
+    monkeypatch.setattr("zoetrope.pipeline.FAST_MODEL", tmp_path / "shapes-demo-fast")
+    assert main(["generate", PROMPT, "--fast", "-o", str(tmp_path / "y.mp4")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "bundled student is not installed" in err
+    assert main(["generate", PROMPT, "--fast", "--model", str(model_dir), "-o",
+                 str(tmp_path / "y.mp4")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--fast" in err and "--model" in err
+    assert not (tmp_path / "y.mp4").exists()
+
+
 def test_pipeline_json_missing_keys_and_components(tmp_path, model_dir):
     (tmp_path / "p").mkdir()
     (tmp_path / "p" / "pipeline.json").write_text(json.dumps({"fps": 8}))

@@ -78,7 +78,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
     from .data.video import SUPPORTED_WRITE
     from .hardware import resolve_device
-    from .pipeline import BUNDLED_MODEL, TextToVideoPipeline
+    from .pipeline import BUNDLED_MODEL, FAST_MODEL, TextToVideoPipeline
 
     if args.class_label:
         return cmd_generate_class(args)
@@ -95,10 +95,14 @@ def cmd_generate(args: argparse.Namespace) -> None:
         if not match:
             raise UserError(f"--size must look like HEIGHTxWIDTH (e.g. 64x64), got {args.size!r}")
         height, width = int(match[1]), int(match[2])
-    model = Path(args.model) if args.model else BUNDLED_MODEL
+    if args.fast and args.model:
+        raise UserError("--fast picks the bundled few-step student; it cannot be combined with "
+                        "--model (a student's directory samples in its own steps already)")
+    model = Path(args.model) if args.model else FAST_MODEL if args.fast else BUNDLED_MODEL
     if not args.model and not (model / "pipeline.json").is_file():
-        raise FileNotFoundError(f"the bundled model is not installed (looked in {model}); "
-                                f"pass --model DIR with a pipeline directory")
+        raise FileNotFoundError(f"the bundled {'student' if args.fast else 'model'} is not "
+                                f"installed (looked in {model}); pass --model DIR with a "
+                                f"pipeline directory")
     device = resolve_device(args.device, "--device")
     pipe = TextToVideoPipeline.from_pretrained(model).to(device)
     video = pipe(args.prompt, negative_prompt=args.negative, num_frames=args.frames,
@@ -472,6 +476,8 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--crop", action="store_true", help="centre-crop given frames of another "
                    "aspect ratio (else an error)")
     p.add_argument("--model", help="pipeline directory (default: the bundled shapes-demo model)")
+    p.add_argument("--fast", action="store_true", help="the bundled model's few-step student "
+                   "(4 DiT calls instead of 39; see docs/benchmarks.md for its quality)")
     p.add_argument("--negative", help="negative prompt (the unconditional branch of guidance)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps or auto (default)")
     p.add_argument("--class-label", nargs="+", metavar="LABEL", help="class-conditional models "

@@ -59,6 +59,8 @@ from .patches import Packed, concat, pack, unpack
 from .weights import PipelineSettings, read_pipeline, save_pipeline
 
 BUNDLED_MODEL = Path(__file__).parent / "assets" / "shapes-demo"  # shipped with the package
+# its few-step student (`[train] stages = ["distill"]`, configs/shapes-demo-fast.toml)
+FAST_MODEL = Path(__file__).parent / "assets" / "shapes-demo-fast"
 
 Size = tuple[int, int, int]  # (frames, height, width) in pixels
 Shape = tuple[int, int, int, int]  # latent (C, t, h, w)
