@@ -40,16 +40,24 @@ def test_toy_embedding_does_not_depend_on_batch():
     assert not torch.allclose(other[0], alone[0], atol=1e-3)
 
 
-def test_builtin_vocabulary_reads_every_shapes_world_caption():
-    from zoetrope.data.shapes import render_clip
+def test_the_richer_worlds_recipe_reads_every_caption_of_its_world():
+    from pathlib import Path
 
-    enc = toy(max_length=64)
-    clip = render_clip(5, 64, 64, seed=3, two_objects=True, collide=True, occluder=True)
-    assert clip.caption.endswith(" behind a gray bar") and " and " in clip.caption
-    ids, mask = enc.tokenize([clip.caption])
-    assert mask.sum() == len(split_words(clip.caption)) + 1 and not (ids == UNK).any()
-    # words added later come last: the ids of the first vocabulary stay where they were
-    assert enc.config.vocab[-2:] == ["behind", "bar"] and enc.config.vocab.index("digit") == 6
+    from zoetrope.config import load_recipe
+    from zoetrope.data.shapes import render_clip
+    from zoetrope.text import BUILTIN_VOCAB
+
+    recipe = load_recipe(Path(__file__).parents[1] / "configs" / "shapes-world2.toml")
+    enc = build_text_encoder(recipe.text)
+    for seed in range(8):
+        clip = render_clip(5, 64, 64, seed=seed, two_objects=True, collide=True, occluder=True)
+        assert clip.caption.endswith(" behind a gray bar") and " and " in clip.caption
+        ids, mask = enc.tokenize([clip.caption])
+        assert mask.sum() == len(split_words(clip.caption)) + 1 and not (ids == UNK).any()
+    # the built-in words, in their order, then the two the occluder adds
+    assert enc.config.vocab == BUILTIN_VOCAB + ["behind", "bar"]
+    assert "behind" not in BUILTIN_VOCAB  # (a longer built-in list would redraw every recipe's
+    # random embeddings)
 
 
 def test_tokenizer_words_digits_unknowns_and_truncation():

@@ -50,13 +50,9 @@ _DIRECTIONS = "left right up down upward upwards downward downwards leftward rig
               "clockwise counterclockwise"
 _WORDS = "a an the digit digits and moving moves is are on in of with two one small large big " \
          "background frame frames number"
-# Words added later go at the end, so every earlier word keeps its id (saved encoders keep their
-# own list in config.json either way): the occluder's caption suffix " behind a gray bar"
-_ADDED = "behind bar"
 # Built-in word list: covers the shapes world and Moving MNIST captions (digits are single tokens).
 BUILTIN_VOCAB = list(dict.fromkeys(
-    SPECIAL_TOKENS + f"{_WORDS} {_COLORS} {_SHAPES} {_DIRECTIONS}".split() + list("0123456789")
-    + _ADDED.split()))
+    SPECIAL_TOKENS + f"{_WORDS} {_COLORS} {_SHAPES} {_DIRECTIONS}".split() + list("0123456789")))
 
 # Words are runs of letters; each digit is its own token so "12" reads as "1 2", never <unk>.
 _WORD_RE = re.compile(r"[a-z]+|[0-9]")
