@@ -4,9 +4,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from zoetrope.critic import critique
-from zoetrope.pipeline import BUNDLED_MODEL, TextToVideoPipeline
+from zoetrope.pipeline import BUNDLED_MODEL, FAST_MODEL, TextToVideoPipeline
 
 pytestmark = pytest.mark.skipif(not (BUNDLED_MODEL / "pipeline.json").is_file(),
                                 reason="the bundled model is not in this checkout")
@@ -56,3 +57,24 @@ def test_default_output_is_pinned(pipe):
         assert got.shape == want.shape and got.dtype == np.uint8
         diff = np.abs(got.astype(int) - want)
         assert (diff > 0).mean() <= 1e-3 and diff.max() <= 2, ((diff > 0).sum(), diff.max())
+
+
+@pytest.mark.skipif(not (FAST_MODEL / "pipeline.json").is_file(),
+                    reason="the bundled student is not in this checkout")
+def test_bundled_student_samples_in_four_unguided_steps(pipe):
+    student = TextToVideoPipeline.from_pretrained(FAST_MODEL)
+    d = student.diffusion
+    assert (d.num_inference_steps, d.guidance_scale, d.restarts) == (4, 1.0, 0)
+    # the same VAE and text encoder as its teacher: only the DiT was distilled
+    for part in ("vae", "text_encoder"):
+        mine, theirs = getattr(student, part).state_dict(), getattr(pipe, part).state_dict()
+        assert mine.keys() == theirs.keys()
+        assert all(torch.equal(mine[k], theirs[k]) for k in mine)
+    calls = []
+    student.dit.register_forward_hook(lambda module, args, out: calls.append(out.shape[0]))
+    prompts = ["a yellow square moving left", "a blue circle moving up"]
+    video = student(prompts, seed=0, progress=False).frames
+    assert len(calls) == 4 and video.shape == (2, 17, 64, 64, 3)
+    right = sum(critique(frames, p).adherence.get("color") is True
+                for frames, p in zip(video, prompts))
+    assert right == 2
