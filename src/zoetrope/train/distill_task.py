@@ -83,6 +83,8 @@ def make_pairs(teacher, dataset, count: int, per_file: int, seed: int, steps: in
     config = dataclasses.replace(teacher.diffusion, restarts=0)
     scale = teacher.diffusion.guidance_scale
     files = math.ceil(count / per_file)
+    # the teacher's states are kept after steps stride, 2 stride, ... (none for a 1-step student)
+    stride = steps // student_steps if student_steps > 1 and steps % student_steps == 0 else 0
     todo = [c for c in range(files) if not _pair_file(root, c).is_file()]
     for chunk in tqdm(todo, desc="teacher pairs", unit="file", disable=not progress):
         indices = range(chunk * per_file, min(count, (chunk + 1) * per_file))
@@ -95,8 +97,7 @@ def make_pairs(teacher, dataset, count: int, per_file: int, seed: int, steps: in
         g.set_state(state)
         negatives = [""] * len(captions) if scale != 1 else []
         text, mask = teacher.encode_text(captions + negatives)
-        stride = steps // student_steps if student_steps > 1 and steps % student_steps == 0 else 0
-        states: list[Tensor] = []  # the teacher's x after steps stride, 2 stride, ...
+        states: list[Tensor] = []
 
         def keep_state(info) -> None:
             if stride and info.step % stride == 0 and info.step < steps:
