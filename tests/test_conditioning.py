@@ -78,6 +78,21 @@ def test_long_clip_is_window_after_window_with_flat_memory(pipe):
                                atol=1e-4)
 
 
+def test_a_longer_overlap_holds_more_of_the_last_window(pipe):
+    steps = []
+    out, _ = make(pipe, Task(window=13, overlap=2), steps=steps, num_frames=21)
+    assert out.shape == (21, 16, 16, 3)
+    per = steps[0].total
+    assert len(steps) == 3 * per  # 21 = 13 + 2 x 4 new frames: three windows
+    for info in steps[per:]:  # later windows hold 3 latent frames (the last 9 frames), make 1
+        assert (info.t[:12] == 0).all() and (info.t[12:] > 0).all()
+    first, _ = make(pipe, Task(window=13), num_frames=13)
+    torch.testing.assert_close(steps[per].x[:12].sum(), encode(pipe, first[None, 4:13])[0].sum(),
+                               rtol=0, atol=1e-4)
+    with pytest.raises(UserError, match="--overlap 2 leaves no new frame in a window of 9"):
+        make(pipe, Task(window=9, overlap=2), num_frames=21)
+
+
 def test_frames_beyond_the_window_go_window_after_window_without_a_task(pipe, monkeypatch):
     steps = []
     out, _ = make(pipe, None, steps=steps, num_frames=33)  # the tiny pipeline's clips: 9 frames
@@ -171,7 +186,8 @@ def test_cli_tasks_write_clips_and_bad_ones_nothing(tmp_path, capsys, monkeypatc
                            (["--video", str(tmp_path / "a.mp4"), "--extend", "forward",
                              "--frames", "5"], "leaves nothing to generate"),
                            (["--image", str(tmp_path / "first.png"), "--loop", "--video",
-                             str(tmp_path / "a.mp4")], "conflict")]:
+                             str(tmp_path / "a.mp4")], "conflict"),
+                           (["--frames", "25", "--overlap", "2"], "--overlap 2 leaves no new")]:
         out = tmp_path / "bad.mp4"
         assert main(["generate", *base, *flags, "-o", str(out)]) == 2
         err = capsys.readouterr().err.strip()

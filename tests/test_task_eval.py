@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from zoetrope.cli import EVAL_SPLITS, EVAL_TASKS, main
+from zoetrope.conditioning import Task
 from zoetrope.data.shapes import COLORS, shape_mask
 from zoetrope.errors import UserError
 from zoetrope.task_eval import (CHECKS, SPLITS, TASKS, build_cases, draw_ideal, judge, long_windows,
@@ -88,6 +89,18 @@ def test_long_clips_pass_and_a_break_or_a_stop_fails():
     assert not record["checks"]["moving"] and record["checks"]["intact"]
 
 
+def test_a_longer_overlap_moves_the_windows_and_seams():
+    case = cases("long", 1, frames=41, overlap=2)[0]
+    assert case.task.overlap == 2
+    assert case.windows == [(0, 17), (8, 25), (16, 33), (24, 41)]
+    assert case.seams == [17, 25, 33]  # each window's first new frame
+    assert judge(case, truth(case))["passed"]
+    assert cases("loop", 1, overlap=2)[0].task.overlap == 2
+    assert cases("long", 1, frames=41, overlap=3)[0].windows[1] == (4, 21)  # one new latent
+    with pytest.raises(UserError, match=r"overlap must leave .* 1 \.\. 3, got 4"):
+        cases("long", 1, frames=41, overlap=4)
+
+
 def test_long_windows_match_the_pipeline():
     assert long_windows(257, 17)[-1] == (240, 257) and len(long_windows(257, 17)) == 21
     assert long_windows(29, 17) == [(0, 17), (12, 29)]
@@ -152,7 +165,7 @@ def test_merge_tasks_gives_one_clip_per_prompt():
     task = merge_tasks(batch)
     assert len(task.connect[0]) == len(task.connect[1]) == 3
     assert task.connect[1][2] is batch[2].task.connect[1]
-    assert merge_tasks(cases("long", 2, frames=33)) is None
+    assert merge_tasks(cases("long", 2, frames=33, overlap=2)) == Task(overlap=2)  # no frames
 
 
 def test_run_task_eval_writes_a_report(tmp_path):
@@ -191,7 +204,9 @@ def test_cli_rejects_flags_of_another_task(tmp_path, capsys):
     model = tmp_path / "model"
     tiny_pipeline().save_pretrained(model)
     for flags, message in [(["--task", "animate", "--frames", "33"], "--frames sets the length"),
-                           (["--task", "loop", "--strength", "0.5"], "--strength sets an edit")]:
+                           (["--task", "loop", "--strength", "0.5"], "--strength sets an edit"),
+                           (["--task", "edit", "--overlap", "2"], "--overlap sets how windows"),
+                           (["--overlap", "2"], "give a --task")]:
         assert main(["eval", "--model", str(model), "--size", "9x16x16", *flags,
                      "--out", str(tmp_path / "x")]) == 2
         err = capsys.readouterr().err.strip()

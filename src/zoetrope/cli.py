@@ -121,7 +121,8 @@ def _task(args: argparse.Namespace):
     from .data.video import read_video
 
     task = Task(image=args.image, video=args.video, extend=args.extend, loop=args.loop,
-                connect=args.connect, strength=args.strength, crop=args.crop)
+                connect=args.connect, strength=args.strength, crop=args.crop,
+                overlap=Task.overlap if args.overlap is None else args.overlap)
     if task == Task():
         return None
     task.check()  # the flags alone, on the file names
@@ -221,9 +222,10 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
     if args.task:
         return _eval_task(args, pipe, sizes)
-    if args.split or args.holdout or args.frames or args.strength is not None:
-        raise UserError("--split, --holdout, --frames and --strength set what a --task renders: "
-                        "give a --task")
+    if args.split or args.holdout or args.frames or args.strength is not None \
+            or args.overlap is not None:
+        raise UserError("--split, --holdout, --frames, --strength and --overlap set what a --task "
+                        "renders: give a --task")
     report = run_eval(generate, args.out, clips=args.clips, seed=args.seed, sizes=sizes,
                       vocabulary=args.vocabulary, batch_size=args.batch_size)
     totals = report["totals"]
@@ -245,6 +247,8 @@ def _eval_task(args: argparse.Namespace, pipe, sizes: list) -> None:
                         "long or loop")
     if args.strength is not None and args.task != "edit":
         raise UserError("--strength sets an edit's strength: use it with --task edit")
+    if args.overlap is not None and args.task not in ("long", "loop"):
+        raise UserError("--overlap sets how windows overlap: use it with --task long or loop")
 
     def generate(cases, seed: int):
         out = pipe([c.prompt for c in cases], num_frames=cases[0].frames, height=sizes[0][1],
@@ -254,6 +258,7 @@ def _eval_task(args: argparse.Namespace, pipe, sizes: list) -> None:
         return out.frames
 
     kw = dict(clips=args.clips, seed=args.seed, size=sizes[0], frames=args.frames,
+              overlap=1 if args.overlap is None else args.overlap,
               batch_size=args.batch_size, holdout=args.holdout or (),
               strength=0.6 if args.strength is None else args.strength,
               roundtrip=lambda clip: roundtrip(pipe, clip[None])[0])
@@ -415,6 +420,8 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--frames", type=_integer(2), help="--task long or loop: output frames "
                    "(default 257 for long, two windows less one for loop)")
     p.add_argument("--strength", type=_real(), help="--task edit: SDEdit strength (default 0.6)")
+    p.add_argument("--overlap", type=_integer(1), help="--task long or loop: latent frames a "
+                   "window holds of the one before (default 1)")
     p.add_argument("--out", default="outputs/eval", help="report directory")
     p.add_argument("--json", action="store_true", help="print the totals as JSON")
     p.set_defaults(func=cmd_eval)
@@ -475,6 +482,9 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
                    "clip to t = S in (0, 1] and denoise it with the prompt")
     p.add_argument("--crop", action="store_true", help="centre-crop given frames of another "
                    "aspect ratio (else an error)")
+    p.add_argument("--overlap", type=_integer(1), help="clips longer than the model's window: "
+                   "latent frames each window holds of the one before (default 1; each is 4 "
+                   "frames)")
     p.add_argument("--model", help="pipeline directory (default: the bundled shapes-demo model)")
     p.add_argument("--fast", action="store_true", help="the bundled model's few-step student "
                    "(4 DiT calls instead of 39; see docs/benchmarks.md for its quality)")

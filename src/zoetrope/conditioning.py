@@ -368,6 +368,9 @@ def generate(pipe: TextToVideoPipeline, task: Task, sizes: list[tuple[int, int, 
     frames, height, width = sizes[0]
     window = window_frames(task, frames, pipe.default_size[0])
     pipe.latent_shape((window, height, width))  # a window the VAE and DiT can take
+    if task.strength is None and 1 + 4 * task.overlap + 4 > window:
+        raise UserError(f"--overlap {task.overlap} leaves no new frame in a window of {window} "
+                        f"frames: at most {(window - 5) // 4}")
     run = _Run(pipe, sampling, len(sizes), height, width, window, task.overlap, task.crop)
     if task.strength is not None:
         return list(_edit(run, _clip(run, task.video, False, "--video"), task.strength))

@@ -110,7 +110,7 @@ class Case:
     frames: int  # output frames
     source: np.ndarray  # the render given frames are cut from (T, H, W, 3); the truth to compare
     source_prompt: str
-    task: Task | None  # given frames of this one clip (None: the prompt alone)
+    task: Task  # given frames of this one clip (long: none, only how windows overlap)
     given: list[Span] = field(default_factory=list)
     seams: list[int] = field(default_factory=list)  # output frames where new meets given
     path_frames: list[int] = field(default_factory=list)  # frames with a known true path
@@ -161,8 +161,9 @@ def split_prompts(clips: int, seed: int, split: str, holdout: Sequence[str] = ()
 
 def build_cases(task: str, clips: int, seed: int, size: tuple[int, int, int],
                 frames: int | None = None, strength: float = 0.6, split: str = "in",
-                holdout: Sequence[str] = ()) -> list[Case]:
-    """The cases of `task` over `clips` balanced prompts; size = (window frames, height, width)."""
+                holdout: Sequence[str] = (), overlap: int = 1) -> list[Case]:
+    """The cases of `task` over `clips` balanced prompts; size = (window frames, height, width);
+    `overlap` (long and loop): the latent frames a window holds of the one before."""
     if task not in TASKS:
         raise UserError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
     if split not in SPLITS:
@@ -175,6 +176,9 @@ def build_cases(task: str, clips: int, seed: int, size: tuple[int, int, int],
                         f"least 13 frames, got {window}")
     if not 0 < strength <= 1:
         raise UserError(f"strength must be in (0, 1], got {strength}")
+    if overlap < 1 or 1 + 4 * overlap + 4 > window:
+        raise UserError(f"overlap must leave a window of {window} frames one new latent frame: "
+                        f"1 .. {(window - 5) // 4}, got {overlap}")
     total = {"long": frames or 257, "loop": frames or 2 * window - 1}.get(task, window)
     if task in ("long", "loop") and (total <= window or (total - 1) % 4):
         raise UserError(f"--task {task} needs more frames than a window ({window}), 1 + 4k; "
@@ -208,10 +212,10 @@ def build_cases(task: str, clips: int, seed: int, size: tuple[int, int, int],
             case.task = Task(video=src, strength=strength)
             case.path_frames = list(range(total))
         elif task == "loop":
-            case.task, case.wrap, case.seams = Task(loop=True), True, [total]
+            case.task, case.wrap, case.seams = Task(loop=True, overlap=overlap), True, [total]
         else:  # long
-            case.windows = long_windows(total, window)
-            case.seams = [start + 1 + 4 for start, _ in case.windows[1:]]
+            case.task, case.windows = Task(overlap=overlap), long_windows(total, window, overlap)
+            case.seams = [start + 1 + 4 * overlap for start, _ in case.windows[1:]]
         cases.append(case)
     return cases
 
@@ -291,7 +295,7 @@ def judge(case: Case, video: np.ndarray, roundtrip: Roundtrip | None = None) -> 
 
 def _kind(case: Case) -> str:
     t = case.task
-    if t is None:
+    if case.windows:
         return "long"
     if t.image is not None:
         return "animate"
@@ -302,11 +306,9 @@ def _kind(case: Case) -> str:
     return "connect" if t.connect is not None else "loop"
 
 
-def merge_tasks(cases: Sequence[Case]) -> Task | None:
+def merge_tasks(cases: Sequence[Case]) -> Task:
     """One Task for a batch of cases of one kind: their given frames, one per prompt."""
     first = cases[0].task
-    if first is None:
-        return None
     return replace(first, image=None if first.image is None else [c.task.image for c in cases],
                    video=None if first.video is None else [c.task.video for c in cases],
                    connect=None if first.connect is None else
@@ -342,13 +344,13 @@ def run_task_eval(task: str, generate: Generate, out_dir: str | Path, clips: int
                   seed: int = 0, size: tuple[int, int, int] = (17, 64, 64),
                   frames: int | None = None, strength: float = 0.6, batch_size: int = 4,
                   roundtrip: Roundtrip | None = None, progress: bool = True,
-                  split: str = "in", holdout: Sequence[str] = ()) -> dict:
+                  split: str = "in", holdout: Sequence[str] = (), overlap: int = 1) -> dict:
     """Build `task`'s cases (from `split`), generate and judge each, write report.json,
     report.md and contact_sheet.png (the ideal paths drawn over) to `out_dir`; return the
     report."""
     if clips < 1 or batch_size < 1:
         raise UserError(f"clips and batch_size must be >= 1, got {clips} and {batch_size}")
-    cases = build_cases(task, clips, seed, tuple(size), frames, strength, split, holdout)
+    cases = build_cases(task, clips, seed, tuple(size), frames, strength, split, holdout, overlap)
     records, thumbs = [], []
     with tqdm(total=clips, desc=f"eval {task} ({split})", unit="clip",
               disable=not progress) as bar:
@@ -369,7 +371,8 @@ def run_task_eval(task: str, generate: Generate, out_dir: str | Path, clips: int
     report = {"config": {"task": task, "split": split, "holdout": list(holdout),
                          "clips": clips, "seed": seed, "size": list(size),
                          "frames": cases[0].frames, "strength": strength if task == "edit"
-                         else None, "batch_size": batch_size},
+                         else None, "overlap": overlap if task in ("long", "loop") else None,
+                         "batch_size": batch_size},
               "totals": totals(records, task), "clips": records}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
