@@ -49,6 +49,18 @@ def test_prompts_cover_the_vocabulary_and_stay_balanced():
         build_prompts(4, vocabulary="cats")
 
 
+def test_rich_prompts_take_turns_over_one_or_two_objects_and_the_bar():
+    prompts = build_prompts(84, seed=5, vocabulary="shapes-rich")
+    one = build_prompts(84, seed=5)
+    for i, prompt in enumerate(prompts):
+        targets = parse_prompt(prompt)
+        assert len(targets) == (2 if i % 4 >= 2 else 1), prompt
+        assert prompt.endswith(" behind a gray bar") == (i % 2 == 1), prompt
+        assert prompt.startswith(one[i])  # the first object: the plain vocabulary's prompt i
+        assert len({t.color for t in targets}) == len(targets)  # two objects: two colours
+    assert len(set(prompts)) == 84
+
+
 def test_balanced_handles_sizes_that_share_factors():
     for sizes in [(6, 4, 2), (10, 4), (8, 3, 4)]:
         combos = _balanced(sizes, int(np.prod(sizes)))

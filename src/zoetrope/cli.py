@@ -407,7 +407,9 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cfg", type=_real(), default=None, help="guidance scale (default: the model's)")
     p.add_argument("--restarts", type=_integer(0, MAX_RESTARTS), default=None,
                    help="restart-sampling rounds after the ODE (default: the model's)")
-    p.add_argument("--vocabulary", choices=["shapes", "mnist"], default="shapes")
+    p.add_argument("--vocabulary", choices=["shapes", "mnist", "shapes-rich"], default="shapes",
+                   help="shapes-rich: one or two objects, with or without the gray bar (a model "
+                   "of configs/shapes-world2.toml)")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--task", choices=EVAL_TASKS, help="prompt with given frames cut from renders "
                    "of the shapes world and judge what the task promises (zoetrope.task_eval)")

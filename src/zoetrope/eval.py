@@ -39,7 +39,8 @@ from .data.shapes import COLORS, DIRECTIONS, SHAPES
 from .errors import UserError
 from .physics import physics_from_critique
 
-VOCABULARIES = ("shapes", "mnist")
+VOCABULARIES = ("shapes", "mnist", "shapes-rich")
+RICH_KINDS = ("one", "one behind the bar", "two", "two behind the bar")  # "shapes-rich", in turn
 Generate = Callable[[list[str], int, tuple[int, int, int]], np.ndarray]
 
 SHEET_FRAMES = 4  # frames shown per clip on the contact sheet
@@ -73,7 +74,20 @@ def _balanced(sizes: Sequence[int], count: int) -> list[tuple[int, ...]]:
 
 
 def build_prompts(clips: int, seed: int = 0, vocabulary: str = "shapes") -> list[str]:
-    """Balanced prompts over a world's vocabulary, attribute values permuted by `seed`."""
+    """Balanced prompts over a world's vocabulary, attribute values permuted by `seed`.
+    "shapes-rich" is the richer shapes world's (`data.two_objects`, `collide`, `occluder`):
+    clip i is of kind RICH_KINDS[i % 4], its first object the "shapes" prompt i, a second one
+    (of another colour) from the "shapes" prompts of seed + 1."""
+    if vocabulary == "shapes-rich":
+        first, second = build_prompts(clips, seed), build_prompts(clips + 8, seed + 1)
+        out = []
+        for i, prompt in enumerate(first):
+            kind = RICH_KINDS[i % 4]
+            if kind.startswith("two"):
+                color = prompt.split()[1]
+                prompt += " and " + next(p for p in second[i:] if p.split()[1] != color)
+            out.append(prompt + (" behind a gray bar" if kind.endswith("bar") else ""))
+        return out
     rng = np.random.default_rng(seed)
     if vocabulary == "shapes":
         values = [list(COLORS), list(SHAPES), list(DIRECTIONS)]
