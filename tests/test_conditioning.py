@@ -93,6 +93,22 @@ def test_a_longer_overlap_holds_more_of_the_last_window(pipe):
         make(pipe, Task(window=9, overlap=2), num_frames=21)
 
 
+def test_unprompted_continuation_drops_the_prompt_after_the_first_window(pipe, monkeypatch):
+    asked = []
+    encode = pipe.encode_text
+    monkeypatch.setattr(pipe, "encode_text", lambda prompts: asked.append(prompts) or encode(prompts))
+    steps = []
+    out, _ = make(pipe, Task(window=9, continue_prompt=False), steps=steps, num_frames=17)
+    per = steps[0].total
+    assert len(steps) == 3 * per  # 9 + 2 x 4 frames
+    assert asked == [[PROMPT, ""], [""]]  # prompt and negative once; the later windows: empty
+    with_prompt, _ = make(pipe, Task(window=9), num_frames=17)
+    assert np.array_equal(out[:9], with_prompt[:9])  # the first window is prompted as before
+    assert not np.array_equal(out[9:], with_prompt[9:])
+    looped = make(pipe, Task(loop=True, window=9, continue_prompt=False), num_frames=9)[0]
+    assert asked[-2:] == [[PROMPT, ""], [""]] and looped.shape == (9, 16, 16, 3)  # its end
+
+
 def test_frames_beyond_the_window_go_window_after_window_without_a_task(pipe, monkeypatch):
     steps = []
     out, _ = make(pipe, None, steps=steps, num_frames=33)  # the tiny pipeline's clips: 9 frames

@@ -96,6 +96,7 @@ def test_a_longer_overlap_moves_the_windows_and_seams():
     assert case.seams == [17, 25, 33]  # each window's first new frame
     assert judge(case, truth(case))["passed"]
     assert cases("loop", 1, overlap=2)[0].task.overlap == 2
+    assert not cases("long", 1, frames=41, continue_prompt=False)[0].task.continue_prompt
     assert cases("long", 1, frames=41, overlap=3)[0].windows[1] == (4, 21)  # one new latent
     with pytest.raises(UserError, match=r"overlap must leave .* 1 \.\. 3, got 4"):
         cases("long", 1, frames=41, overlap=4)
@@ -205,7 +206,8 @@ def test_cli_rejects_flags_of_another_task(tmp_path, capsys):
     tiny_pipeline().save_pretrained(model)
     for flags, message in [(["--task", "animate", "--frames", "33"], "--frames sets the length"),
                            (["--task", "loop", "--strength", "0.5"], "--strength sets an edit"),
-                           (["--task", "edit", "--overlap", "2"], "--overlap sets how windows"),
+                           (["--task", "edit", "--overlap", "2"], "set how windows continue"),
+                           (["--task", "animate", "--unprompted-continuation"], "how windows"),
                            (["--overlap", "2"], "give a --task")]:
         assert main(["eval", "--model", str(model), "--size", "9x16x16", *flags,
                      "--out", str(tmp_path / "x")]) == 2

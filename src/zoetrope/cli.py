@@ -122,7 +122,8 @@ def _task(args: argparse.Namespace):
 
     task = Task(image=args.image, video=args.video, extend=args.extend, loop=args.loop,
                 connect=args.connect, strength=args.strength, crop=args.crop,
-                overlap=Task.overlap if args.overlap is None else args.overlap)
+                overlap=Task.overlap if args.overlap is None else args.overlap,
+                continue_prompt=not args.unprompted_continuation)
     if task == Task():
         return None
     task.check()  # the flags alone, on the file names
@@ -223,9 +224,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
     if args.task:
         return _eval_task(args, pipe, sizes)
     if args.split or args.holdout or args.frames or args.strength is not None \
-            or args.overlap is not None:
-        raise UserError("--split, --holdout, --frames, --strength and --overlap set what a --task "
-                        "renders: give a --task")
+            or args.overlap is not None or args.unprompted_continuation:
+        raise UserError("--split, --holdout, --frames, --strength, --overlap and "
+                        "--unprompted-continuation set what a --task renders: give a --task")
     report = run_eval(generate, args.out, clips=args.clips, seed=args.seed, sizes=sizes,
                       vocabulary=args.vocabulary, batch_size=args.batch_size)
     totals = report["totals"]
@@ -247,8 +248,10 @@ def _eval_task(args: argparse.Namespace, pipe, sizes: list) -> None:
                         "long or loop")
     if args.strength is not None and args.task != "edit":
         raise UserError("--strength sets an edit's strength: use it with --task edit")
-    if args.overlap is not None and args.task not in ("long", "loop"):
-        raise UserError("--overlap sets how windows overlap: use it with --task long or loop")
+    if (args.overlap is not None or args.unprompted_continuation) \
+            and args.task not in ("long", "loop"):
+        raise UserError("--overlap and --unprompted-continuation set how windows continue: use "
+                        "them with --task long or loop")
 
     def generate(cases, seed: int):
         out = pipe([c.prompt for c in cases], num_frames=cases[0].frames, height=sizes[0][1],
@@ -259,6 +262,7 @@ def _eval_task(args: argparse.Namespace, pipe, sizes: list) -> None:
 
     kw = dict(clips=args.clips, seed=args.seed, size=sizes[0], frames=args.frames,
               overlap=1 if args.overlap is None else args.overlap,
+              continue_prompt=not args.unprompted_continuation,
               batch_size=args.batch_size, holdout=args.holdout or (),
               strength=0.6 if args.strength is None else args.strength,
               roundtrip=lambda clip: roundtrip(pipe, clip[None])[0])
@@ -424,6 +428,8 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--strength", type=_real(), help="--task edit: SDEdit strength (default 0.6)")
     p.add_argument("--overlap", type=_integer(1), help="--task long or loop: latent frames a "
                    "window holds of the one before (default 1)")
+    p.add_argument("--unprompted-continuation", action="store_true", help="--task long or loop: "
+                   "windows holding the output's own frames get no prompt (as generate's flag)")
     p.add_argument("--out", default="outputs/eval", help="report directory")
     p.add_argument("--json", action="store_true", help="print the totals as JSON")
     p.set_defaults(func=cmd_eval)
@@ -487,6 +493,10 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overlap", type=_integer(1), help="clips longer than the model's window: "
                    "latent frames each window holds of the one before (default 1; each is 4 "
                    "frames)")
+    p.add_argument("--unprompted-continuation", action="store_true", help="windows that hold the "
+                   "output's own frames (long clips, loops) get the empty prompt and no guidance: "
+                   "they follow those frames alone (the shapes world's captions describe a clip's "
+                   "start)")
     p.add_argument("--model", help="pipeline directory (default: the bundled shapes-demo model)")
     p.add_argument("--fast", action="store_true", help="the bundled model's few-step student "
                    "(4 DiT calls instead of 39; see docs/benchmarks.md for its quality)")

@@ -24,13 +24,17 @@ default the pipeline's default frames); o = `Task.overlap` latent frames.
   the last frame leads into the first, and the held frames are not output twice.
 - connect: forward from A, the last window holding B at its end as backward does.
 - edit: the clip's latent noised to t = strength, then round(steps x strength) steps from there.
+Windows that hold the output's own earlier frames (a long clip's later windows, backward ones,
+a loop's remade end) get the prompt, or with `continue_prompt = False` the empty prompt and no
+guidance: they then follow the frames they hold alone. (A shapes-world caption's direction holds
+at the clip's start only; a later window whose object has bounced contradicts it.)
 Given frames are resized to the output size; another aspect ratio is an error unless `crop`.
 Clips are cut to 1 + 4k frames (forward and edit keep the first, backward and B the last).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -64,8 +68,11 @@ class Task:
     loop: bool = False  # [--loop]
     strength: float | None = None  # SDEdit: noise the clip to t = strength [--strength]
     crop: bool = False  # centre-crop given frames of another aspect ratio [--crop]
-    overlap: int = 1  # latent frames a window holds of the one before
+    overlap: int = 1  # latent frames a window holds of the one before [--overlap]
     window: int | None = None  # frames per window; default: the pipeline's default frames
+    # windows holding the output's own earlier frames get the prompt (True), or the empty prompt
+    # and no guidance, following only those frames (False) [--unprompted-continuation]
+    continue_prompt: bool = True
 
     def check(self) -> None:
         """One line of error for what cannot work together."""
@@ -212,6 +219,14 @@ class _Run:
     window: int  # frames per window
     overlap: int  # latent frames a window holds of the one before
     crop: bool  # centre-crop given frames of another aspect ratio
+    continue_prompt: bool = True  # `Task.continue_prompt`
+
+    def continuing(self) -> _Run:
+        """The run for a window that holds the output's own frames: itself, or unprompted."""
+        if self.continue_prompt:
+            return self
+        text, mask = self.pipe.encode_text([""] * self.count)
+        return replace(self, sampling=replace(self.sampling, text=text, mask=mask, scale=1.0))
 
 
 def _window(run: _Run, frames: int, head: Video | None = None,
@@ -244,17 +259,19 @@ def _forward(run: _Run, frames: int, head: Video | None = None,
     """`frames` frames, window after window from the start: `head` held first (and output as
     the VAE gives it back), `tail`'s frames 1..4b held last (they close the output)."""
     b, o = (0 if tail is None else (tail.shape[1] - 1) // 4), run.overlap
-    out, done, hold = [], 0, head
+    out, done, hold, now = [], 0, head, None
     if head is not None and head.shape[1] + 4 > run.window:  # too long to hold whole
         out, done = [roundtrip(run.pipe, head)], head.shape[1]
         hold = out[0][:, -(1 + 4 * o):]
     while done < frames:
+        # the first window holds given frames (or none); the next ones the output's own
+        now = run if now is None else now if now is not run else run.continuing()
         offset = hold.shape[1] if done else 0  # held frames the output already has
         final = offset + frames - done <= run.window
         least = (0 if hold is None else hold.shape[1]) + 4  # one new latent frame
         size = (offset + frames - done if final else
                 max(least, min(run.window, offset + frames - done - 4 - 4 * b)))
-        video = _window(run, size, hold, tail if final else None)
+        video = _window(now, size, hold, tail if final else None)
         out.append(video[:, offset:])
         done += size - offset
         hold = video[:, size - 1 - 4 * o:]  # the next window's start: 1 + 4o frames
@@ -264,7 +281,7 @@ def _forward(run: _Run, frames: int, head: Video | None = None,
 def _backward(run: _Run, frames: int, tail: Video) -> Video:
     """`frames` frames, window after window back in time from an end holding `tail`."""
     o = run.overlap
-    out, done, hold = [], 0, tail
+    out, done, hold, now = [], 0, tail, None
     if tail.shape[1] + 4 > run.window:  # too long to hold whole
         out, done = [roundtrip(run.pipe, tail)], tail.shape[1]
         hold = out[0][:, :1 + 4 * o]
@@ -272,7 +289,8 @@ def _backward(run: _Run, frames: int, tail: Video) -> Video:
         # the output already has the window's held frames and the one drawn anew before them
         offset = hold.shape[1] if done else 0
         size = min(run.window, offset + frames - done)
-        video = _window(run, size, None, hold)
+        now = run if now is None else now if now is not run else run.continuing()
+        video = _window(now, size, None, hold)
         out.insert(0, video[:, :size - offset])
         done += size - offset
         hold = video[:, :1 + 4 * o]
@@ -290,7 +308,7 @@ def _loop(run: _Run, video: Video) -> Video:
         raise UserError(f"--loop needs at least 5 frames and a window of {5 + 4 * o}")
     head = video[:, start:start + 1 + 4 * p]
     tail = np.concatenate([video[:, :1], video[:, :4 * o]], 1)  # frame 0 first: a still past
-    again = _window(run, size, head, tail)
+    again = _window(run.continuing(), size, head, tail)
     return np.concatenate([video[:, :start + 1 + 4 * p], again[:, 1 + 4 * p:size - 4 * o]], 1)
 
 
@@ -371,7 +389,8 @@ def generate(pipe: TextToVideoPipeline, task: Task, sizes: list[tuple[int, int, 
     if task.strength is None and 1 + 4 * task.overlap + 4 > window:
         raise UserError(f"--overlap {task.overlap} leaves no new frame in a window of {window} "
                         f"frames: at most {(window - 5) // 4}")
-    run = _Run(pipe, sampling, len(sizes), height, width, window, task.overlap, task.crop)
+    run = _Run(pipe, sampling, len(sizes), height, width, window, task.overlap, task.crop,
+               task.continue_prompt)
     if task.strength is not None:
         return list(_edit(run, _clip(run, task.video, False, "--video"), task.strength))
     if task.extend == "backward":

@@ -161,9 +161,10 @@ def split_prompts(clips: int, seed: int, split: str, holdout: Sequence[str] = ()
 
 def build_cases(task: str, clips: int, seed: int, size: tuple[int, int, int],
                 frames: int | None = None, strength: float = 0.6, split: str = "in",
-                holdout: Sequence[str] = (), overlap: int = 1) -> list[Case]:
+                holdout: Sequence[str] = (), overlap: int = 1,
+                continue_prompt: bool = True) -> list[Case]:
     """The cases of `task` over `clips` balanced prompts; size = (window frames, height, width);
-    `overlap` (long and loop): the latent frames a window holds of the one before."""
+    `overlap` and `continue_prompt` (long and loop): `conditioning.Task`'s."""
     if task not in TASKS:
         raise UserError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
     if split not in SPLITS:
@@ -212,9 +213,11 @@ def build_cases(task: str, clips: int, seed: int, size: tuple[int, int, int],
             case.task = Task(video=src, strength=strength)
             case.path_frames = list(range(total))
         elif task == "loop":
-            case.task, case.wrap, case.seams = Task(loop=True, overlap=overlap), True, [total]
+            case.task = Task(loop=True, overlap=overlap, continue_prompt=continue_prompt)
+            case.wrap, case.seams = True, [total]
         else:  # long
-            case.task, case.windows = Task(overlap=overlap), long_windows(total, window, overlap)
+            case.task = Task(overlap=overlap, continue_prompt=continue_prompt)
+            case.windows = long_windows(total, window, overlap)
             case.seams = [start + 1 + 4 * overlap for start, _ in case.windows[1:]]
         cases.append(case)
     return cases
@@ -344,13 +347,15 @@ def run_task_eval(task: str, generate: Generate, out_dir: str | Path, clips: int
                   seed: int = 0, size: tuple[int, int, int] = (17, 64, 64),
                   frames: int | None = None, strength: float = 0.6, batch_size: int = 4,
                   roundtrip: Roundtrip | None = None, progress: bool = True,
-                  split: str = "in", holdout: Sequence[str] = (), overlap: int = 1) -> dict:
+                  split: str = "in", holdout: Sequence[str] = (), overlap: int = 1,
+                  continue_prompt: bool = True) -> dict:
     """Build `task`'s cases (from `split`), generate and judge each, write report.json,
     report.md and contact_sheet.png (the ideal paths drawn over) to `out_dir`; return the
     report."""
     if clips < 1 or batch_size < 1:
         raise UserError(f"clips and batch_size must be >= 1, got {clips} and {batch_size}")
-    cases = build_cases(task, clips, seed, tuple(size), frames, strength, split, holdout, overlap)
+    cases = build_cases(task, clips, seed, tuple(size), frames, strength, split, holdout, overlap,
+                        continue_prompt)
     records, thumbs = [], []
     with tqdm(total=clips, desc=f"eval {task} ({split})", unit="clip",
               disable=not progress) as bar:
@@ -372,6 +377,7 @@ def run_task_eval(task: str, generate: Generate, out_dir: str | Path, clips: int
                          "clips": clips, "seed": seed, "size": list(size),
                          "frames": cases[0].frames, "strength": strength if task == "edit"
                          else None, "overlap": overlap if task in ("long", "loop") else None,
+                         "continue_prompt": continue_prompt if task in ("long", "loop") else None,
                          "batch_size": batch_size},
               "totals": totals(records, task), "clips": records}
     out = Path(out_dir)
