@@ -265,7 +265,7 @@ def _forward(run: _Run, frames: int, head: Video | None = None,
         hold = out[0][:, -(1 + 4 * o):]
     while done < frames:
         # the first window holds given frames (or none); the next ones the output's own
-        now = run if now is None else now if now is not run else run.continuing()
+        now = run if now is None else run.continuing() if now is run else now
         offset = hold.shape[1] if done else 0  # held frames the output already has
         final = offset + frames - done <= run.window
         least = (0 if hold is None else hold.shape[1]) + 4  # one new latent frame
@@ -289,7 +289,7 @@ def _backward(run: _Run, frames: int, tail: Video) -> Video:
         # the output already has the window's held frames and the one drawn anew before them
         offset = hold.shape[1] if done else 0
         size = min(run.window, offset + frames - done)
-        now = run if now is None else now if now is not run else run.continuing()
+        now = run if now is None else run.continuing() if now is run else now  # as _forward
         video = _window(now, size, None, hold)
         out.insert(0, video[:, :size - offset])
         done += size - offset
