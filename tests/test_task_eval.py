@@ -98,7 +98,7 @@ def test_a_longer_overlap_moves_the_windows_and_seams():
     assert cases("loop", 1, overlap=2)[0].task.overlap == 2
     assert not cases("long", 1, frames=41, continue_prompt=False)[0].task.continue_prompt
     assert cases("long", 1, frames=41, overlap=3)[0].windows[1] == (4, 21)  # one new latent
-    with pytest.raises(UserError, match=r"overlap must leave .* 1 \.\. 3, got 4"):
+    with pytest.raises(UserError, match=r"--overlap 4 leaves no new frame .* must be 1 \.\. 3"):
         cases("long", 1, frames=41, overlap=4)
 
 

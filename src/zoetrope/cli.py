@@ -238,7 +238,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 def _eval_task(args: argparse.Namespace, pipe, sizes: list) -> None:
     """`zoetrope eval --task NAME`: given frames cut from renders, judged (`task_eval`)."""
-    from .conditioning import roundtrip
+    from .conditioning import Task, roundtrip
     from .task_eval import merge_tasks, run_splits, run_task_eval
 
     if len(sizes) != 1 or args.vocabulary != "shapes":
@@ -261,7 +261,7 @@ def _eval_task(args: argparse.Namespace, pipe, sizes: list) -> None:
         return out.frames
 
     kw = dict(clips=args.clips, seed=args.seed, size=sizes[0], frames=args.frames,
-              overlap=1 if args.overlap is None else args.overlap,
+              overlap=Task.overlap if args.overlap is None else args.overlap,
               continue_prompt=not args.unprompted_continuation,
               batch_size=args.batch_size, holdout=args.holdout or (),
               strength=0.6 if args.strength is None else args.strength,

@@ -386,9 +386,8 @@ def generate(pipe: TextToVideoPipeline, task: Task, sizes: list[tuple[int, int, 
     frames, height, width = sizes[0]
     window = window_frames(task, frames, pipe.default_size[0])
     pipe.latent_shape((window, height, width))  # a window the VAE and DiT can take
-    if task.strength is None and 1 + 4 * task.overlap + 4 > window:
-        raise UserError(f"--overlap {task.overlap} leaves no new frame in a window of {window} "
-                        f"frames: at most {(window - 5) // 4}")
+    if task.strength is None:
+        check_overlap(task.overlap, window)
     run = _Run(pipe, sampling, len(sizes), height, width, window, task.overlap, task.crop,
                task.continue_prompt)
     if task.strength is not None:
@@ -410,6 +409,14 @@ def generate(pipe: TextToVideoPipeline, task: Task, sizes: list[tuple[int, int, 
         _room(head.shape[1], frames, "--image" if task.image is not None else "--video")
     video = _forward(run, frames, head, tail)
     return list(_loop(run, video) if task.loop else video)
+
+
+def check_overlap(overlap: int, window: int) -> None:
+    """One line of error unless a window of `window` frames that holds the last 1 + 4 x overlap
+    frames of the one before still makes a new latent frame."""
+    if overlap < 1 or 1 + 4 * overlap + 4 > window:
+        raise UserError(f"--overlap {overlap} leaves no new frame in a window of {window} frames: "
+                        f"it must be 1 .. {(window - 5) // 4}")
 
 
 def as_task(task: Task | None, first_frame: np.ndarray | list[np.ndarray] | None) -> Task | None:

@@ -58,7 +58,7 @@ from typing import Callable, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from .conditioning import Task
+from .conditioning import Task, check_overlap
 from .critic import INTACT_KINDS, critique, find_bar, has_occluder, parse_prompt
 from .data.shapes import COLORS, render_clip
 from .errors import UserError, atomic_write, atomic_write_text
@@ -177,9 +177,7 @@ def build_cases(task: str, clips: int, seed: int, size: tuple[int, int, int],
                         f"least 13 frames, got {window}")
     if not 0 < strength <= 1:
         raise UserError(f"strength must be in (0, 1], got {strength}")
-    if overlap < 1 or 1 + 4 * overlap + 4 > window:
-        raise UserError(f"overlap must leave a window of {window} frames one new latent frame: "
-                        f"1 .. {(window - 5) // 4}, got {overlap}")
+    check_overlap(overlap, window)
     total = {"long": frames or 257, "loop": frames or 2 * window - 1}.get(task, window)
     if task in ("long", "loop") and (total <= window or (total - 1) % 4):
         raise UserError(f"--task {task} needs more frames than a window ({window}), 1 + 4k; "
