@@ -499,7 +499,7 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
                    "start)")
     p.add_argument("--model", help="pipeline directory (default: the bundled shapes-demo model)")
     p.add_argument("--fast", action="store_true", help="the bundled model's few-step student "
-                   "(4 DiT calls instead of 39; see docs/benchmarks.md for its quality)")
+                   "(4 DiT calls instead of 66; see docs/benchmarks.md for its quality)")
     p.add_argument("--negative", help="negative prompt (the unconditional branch of guidance)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps or auto (default)")
     p.add_argument("--class-label", nargs="+", metavar="LABEL", help="class-conditional models "
