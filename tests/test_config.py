@@ -139,6 +139,8 @@ def test_out_of_range_values_are_refused_naming_the_setting(override, setting):
     ({"holdout": ["red circle"]}, "data.holdout"),
     ({"holdout": ["purple circle up"]}, "data.holdout"),
     ({"collide": True}, "data.collide needs data.two_objects"),
+    ({"continuing": 1.5}, "data.continuing must be in"),
+    ({"continuing": 0.3, "occluder": True}, "data.continuing must be 0 with"),
 ])
 def test_generalization_split_settings_are_checked(kw, message):
     from zoetrope.config import DataConfig

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from zoetrope.errors import UserError
 from zoetrope.data.shapes import (COLORS, DIRECTIONS, SHAPES, SPEED_RANGE, ShapesWorld,
                                   bouncing_centers, free_steps, render_clip)
 
@@ -226,3 +227,46 @@ def test_holdout_speed_and_scale_shape_the_training_stream():
     slow = ShapesWorld(sizes=[(17, 64, 64)], seed=3, speed_range=(1 / 64, 1 / 63))
     steps = [np.abs(np.diff(slow.clip(i).objects[0].centers, axis=0)).max() for i in range(20)]
     assert max(steps) <= 64 / 63 + 1e-9  # 1 .. 1.016 px/frame, not 2 .. 4
+
+
+def test_a_continuing_clip_is_the_same_motion_started_later():
+    """skip = k: frames k.. of the motion drawn for the clip's length, more than one round trip
+    of it reachable, and the caption (direction at the motion's start) kept by render_clip."""
+    for seed in range(20):
+        base = render_clip(17, 64, 64, seed=seed)
+        for skip in (1, 9, 40):
+            later = render_clip(17, 64, 64, seed=seed, skip=skip)
+            assert later.caption == base.caption
+            ahead = base.objects[0].centers[skip:]
+            assert np.array_equal(later.objects[0].centers[:len(ahead)], ahead)
+            steps = np.diff(later.objects[0].centers, axis=0)
+            speed = np.abs(np.diff(base.objects[0].centers, axis=0)).max()
+            assert np.abs(steps).max() <= speed + 1e-9  # the same speed, bounces included
+    # a continuing window moves against its caption in some clips
+    against = 0
+    for seed in range(40):
+        clip = render_clip(17, 64, 64, seed=seed, skip=30)
+        obj = clip.objects[0]
+        axis = 0 if obj.direction in ("left", "right") else 1
+        sign = 1 if obj.direction in ("right", "down") else -1
+        against += (obj.centers[1, axis] - obj.centers[0, axis]) * sign < 0
+    assert 5 <= against <= 35
+    with pytest.raises(UserError, match="skip"):
+        render_clip(17, 64, 64, seed=0, two_objects=True, collide=True, skip=3)
+
+
+def test_continuing_share_of_the_stream_is_uncaptioned_and_leaves_the_rest_alone():
+    plain = ShapesWorld(sizes=[(17, 64, 64)], seed=2)
+    world = ShapesWorld(sizes=[(17, 64, 64)], seed=2, continuing=0.3)
+    clips = [world.clip(i) for i in range(200)]
+    empty = [i for i, c in enumerate(clips) if c.caption == ""]
+    assert 40 <= len(empty) <= 80
+    for i in range(200):
+        ref = plain.clip(i)
+        if i in empty:
+            assert not np.array_equal(clips[i].frames, ref.frames)
+            assert clips[i].objects[0].color == ref.objects[0].color
+        else:
+            assert clips[i].caption == ref.caption and np.array_equal(clips[i].frames, ref.frames)
+    with pytest.raises(UserError, match="continuing"):
+        ShapesWorld(continuing=0.5, occluder=True)

@@ -301,3 +301,28 @@ def test_a_resume_logs_each_step_once(vae_dir, tmp_path):
     stage_loop(dit_recipe(vae_dir), "dit", tmp_path, progress=False).run()
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == [1, 2, 3, 4, 5, 6]
+
+
+def test_init_from_starts_the_dit_at_a_pipelines_weights(vae_dir, reference, tmp_path):
+    """train.dit.init_from: step 0 holds the given pipeline's DiT and text encoder (fine-tuning),
+    and a pipeline with another DiT is a one-line error before anything is written."""
+    from zoetrope.train.dit_task import DiTTask
+    from zoetrope.train.distributed import setup_distributed
+    from zoetrope.weights import load_state
+
+    src = reference / "final"
+    recipe = dit_recipe(vae_dir, f"--train.dit.init_from={src}", "--train.dit.seed=5")
+    task = DiTTask.setup(recipe, tmp_path / "a", setup_distributed())
+    want = load_state(src / "dit")
+    got = task.module.dit.state_dict()
+    assert all(torch.equal(got[k], want[k]) for k in want)
+    fresh = DiTTask.setup(dit_recipe(vae_dir, "--train.dit.seed=5"), tmp_path / "b",
+                          setup_distributed())
+    assert not torch.equal(fresh.module.dit.state_dict()["final_layer.linear.weight"],
+                           want["final_layer.linear.weight"])
+    wider = dit_recipe(vae_dir, f"--train.dit.init_from={src}", "--dit.depth=3")
+    with pytest.raises(ConfigError, match="init_from.*differs from the recipe.s DiT in depth"):
+        DiTTask.setup(wider, tmp_path / "c", setup_distributed())
+    with pytest.raises(ConfigError, match="not a pipeline directory"):
+        DiTTask.setup(dit_recipe(vae_dir, f"--train.dit.init_from={tmp_path}"), tmp_path / "d",
+                      setup_distributed())

@@ -267,13 +267,19 @@ class DataConfig:
     speed_range: list[float] = field(default_factory=list)
     object_scale: list[float] = field(default_factory=list)
     holdout: list[str] = field(default_factory=list)
+    # Shapes world: the share of clips that start 1..64 frames into their motion, with the empty
+    # caption, as a long clip's later windows do (not with collide or occluder)
+    continuing: float = 0.0
     # DataLoader worker processes that fetch samples ahead of the step (real clips decode in
     # ~0.5 s each); 0 fetches in the training process; -1 picks for the hardware
     # (`hardware.default_num_workers`). Never changes what is trained, only when it is fetched.
     num_workers: int = -1
 
     def __post_init__(self) -> None:
-        check_ranges(self, "data", {"fps": ">= 0", "num_workers": ">= -1"})
+        check_ranges(self, "data", {"fps": ">= 0", "num_workers": ">= -1",
+                                    "continuing": "in [0, 1]"})
+        if self.continuing and (self.collide or self.occluder):
+            raise ConfigError("data.continuing must be 0 with data.collide or data.occluder")
         check_sizes(self.sizes, "data.sizes")
         for name, top in (("speed_range", 0.5), ("object_scale", 1.0)):
             r = getattr(self, name)
@@ -359,6 +365,10 @@ class DiTStageConfig(LoopConfig):
     # Trained VAE directory whose latents the DiT learns; must be empty when a "vae" stage comes
     # first (that stage's VAE is used)
     vae_path: str = ""
+    # Pipeline directory (e.g. a run's final/ or a bundled model) whose DiT and text encoder start
+    # this stage: fine-tuning. Its DiT config must equal the recipe's. A resumed run reads its
+    # checkpoint instead.
+    init_from: str = ""
     # > 0 encodes dataset samples 0..N-1 once into RUN_DIR/latents and trains on them, sample k
     # being latent k mod N (epochs); 0 encodes every batch with the VAE on the fly. Not used when
     # data.dataset = "cache" (already latents).

@@ -27,7 +27,8 @@ def build_dataset(config: DataConfig, seed: int = 0,
         return ShapesWorld(sizes=sizes, seed=seed, two_objects=config.two_objects,
                            collide=config.collide, occluder=config.occluder,
                            speed_range=tuple(config.speed_range or SPEED_RANGE),
-                           scale_range=scale, holdout=config.holdout)
+                           scale_range=scale, holdout=config.holdout,
+                           continuing=config.continuing)
     if config.dataset == "mnist":
         from .mnist import MovingMNIST
         return MovingMNIST(root=config.path or None, sizes=sizes, seed=seed)

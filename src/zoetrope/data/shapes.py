@@ -28,6 +28,12 @@ their prompts. The exact specification:
   round(scale x min(H, W)) instead of 1/4 of it, and `ShapesWorld(holdout=...)` never shows
   the held-out (color, shape, direction) combinations ("*" matches any value): a clip that
   would is drawn again from the same generator.
+- Continuing clips (`render_clip(skip=k)`, `ShapesWorld(continuing=p)`): the window starts k
+  frames into the motion drawn for a T-frame clip, so the object may be anywhere on its path and
+  moving either way along its axis. Such a clip is what a long clip's later windows continue; in
+  `ShapesWorld` its caption is empty (its direction is the motion's at frame -k, not the
+  window's), and k is drawn uniformly in 1..CONTINUING_SKIP, more than a round trip at the
+  world's slowest speed.
 
 Two opt-in options (off, every render is byte-identical to the world above; both need frames of
 at least MIN_SIDE = 8 px a side). Their draws replace the second-object draws above, so a seed
@@ -106,6 +112,7 @@ AIM_SHARE = 0.5  # with `collide`, this share of two-object clips aims the secon
 TRIES = 100  # draws tried before giving up on a constraint
 CLEARANCE = 2  # px of background between the bar and each object box in frames 0 and 1
 CONTACT_GAP = 2  # frames: collisions happen this far from any frame with an object at the bar
+CONTINUING_SKIP = 64  # continuing clips start 1..64 frames into their motion
 
 
 def free_steps(frames: int) -> int:
@@ -142,10 +149,11 @@ def _check_choice(kind: str, value: str | None, valid) -> None:
 
 def bouncing_centers(rng: np.random.Generator, frames: int, height: int, width: int,
                      size: int, direction: str,
-                     speed_range: tuple[float, float] = SPEED_RANGE) -> np.ndarray:
-    """Centres (T, 2) of a size-px box moving and bouncing as the module docstring specifies."""
-    return _centers(_draw_motion(rng, frames, height, width, size, direction, speed_range),
-                    frames)
+                     speed_range: tuple[float, float] = SPEED_RANGE, skip: int = 0) -> np.ndarray:
+    """Centres (T, 2) of a size-px box moving and bouncing as the module docstring specifies,
+    from `skip` frames into the motion drawn for a T-frame clip."""
+    motion = _draw_motion(rng, frames, height, width, size, direction, speed_range)
+    return _centers(motion, frames + skip)[skip:]
 
 
 @dataclass
@@ -223,13 +231,15 @@ def render_clip(frames: int, height: int, width: int, color: str | None = None,
                 shape: str | None = None, direction: str | None = None, seed: int = 0,
                 two_objects: bool = False, collide: bool = False,
                 occluder: bool = False, speed_range: tuple[float, float] = SPEED_RANGE,
-                scale: float | None = None) -> ShapesClip:
+                scale: float | None = None, skip: int = 0) -> ShapesClip:
     """Render a shapes-world clip; unspecified attributes and a second object come from `seed`.
 
     `collide` (needs `two_objects`) makes the two objects bounce off each other; `occluder` adds a
     gray bar in front of them. Both are specified in the module docstring. `speed_range` (shares
     of the extent per frame) and `scale` (object size over the shorter side; None: the world's
-    1/4) move the world off its laws' usual ranges: generalization splits."""
+    1/4) move the world off its laws' usual ranges: generalization splits. `skip` > 0 starts the
+    clip that many frames into its motion (a continuing clip; one or two objects without
+    `collide` or `occluder`); the caption still states the direction at the motion's start."""
     if frames < 1 or height < 2 or width < 2:
         raise UserError(f"need frames >= 1 and height, width >= 2; got {(frames, height, width)}")
     _check_choice("color", color, COLORS)
@@ -237,6 +247,8 @@ def render_clip(frames: int, height: int, width: int, color: str | None = None,
     _check_choice("direction", direction, DIRECTIONS)
     if collide and not two_objects:
         raise UserError("collide needs two_objects (a collision takes two objects)")
+    if skip < 0 or (skip and (collide or occluder)):
+        raise UserError(f"skip must be >= 0, and 0 with collide or occluder; got {skip}")
     if (collide or occluder) and min(height, width) < MIN_SIDE:
         raise UserError(f"collide and occluder need frames of at least {MIN_SIDE} px a side; "
                         f"got {height}x{width}")
@@ -256,14 +268,14 @@ def render_clip(frames: int, height: int, width: int, color: str | None = None,
                                              speed_range)
     else:
         objects = [_draw_object(rng, frames, height, width, size, first_color, shape, direction,
-                                speed_range)]
+                                speed_range, skip)]
     if two_objects and not (collide or occluder):
         others = [c for c in names if c != first_color]
         second_color = others[rng.integers(len(others))]
         # Best effort: redraw the second object until the two start without overlapping.
         for _ in range(100):
             second = _draw_object(rng, frames, height, width, size, second_color, None, None,
-                                  speed_range)
+                                  speed_range, skip)
             gap = np.abs(second.centers[0] - objects[0].centers[0])
             if gap.max() >= size + 1:
                 break
@@ -283,10 +295,10 @@ def render_clip(frames: int, height: int, width: int, color: str | None = None,
 
 def _draw_object(rng: np.random.Generator, frames: int, height: int, width: int, size: int,
                  color: str, shape: str | None, direction: str | None,
-                 speed_range: tuple[float, float] = SPEED_RANGE) -> ShapeObject:
+                 speed_range: tuple[float, float] = SPEED_RANGE, skip: int = 0) -> ShapeObject:
     shape = shape or SHAPES[rng.integers(len(SHAPES))]
     direction = direction or DIRECTIONS[rng.integers(len(DIRECTIONS))]
-    centers = bouncing_centers(rng, frames, height, width, size, direction, speed_range)
+    centers = bouncing_centers(rng, frames, height, width, size, direction, speed_range, skip)
     return ShapeObject(color=color, shape=shape, direction=direction, size=size, centers=centers)
 
 
@@ -568,23 +580,30 @@ def held_out(obj: ShapeObject, patterns: Sequence[tuple[str, str, str]]) -> bool
 class ShapesWorld(ProceduralWorld):
     """The shapes world as an infinite dataset; with `two_objects`, half the clips have two;
     `collide` makes every two-object clip collide-enabled; with `occluder`, half the clips have
-    the gray bar (drawn after the other draws, so the options off leave the stream unchanged)."""
+    the gray bar; a `continuing` share of the clips (never with `collide` or `occluder`) start
+    mid-motion, uncaptioned. Each option draws after the others and only when set, so the
+    options off leave the stream unchanged."""
 
     def __init__(self, sizes: list[tuple[int, int, int]] | None = None, seed: int = 0,
                  two_objects: bool = False, collide: bool = False,
                  occluder: bool = False, speed_range: tuple[float, float] = SPEED_RANGE,
                  scale_range: tuple[float, float] | None = None,
-                 holdout: Sequence[str] = ()) -> None:
+                 holdout: Sequence[str] = (), continuing: float = 0.0) -> None:
         super().__init__(sizes, seed)
         if collide and not two_objects:
             raise UserError("collide needs two_objects (a collision takes two objects)")
+        if not 0 <= continuing <= 1 or (continuing and (collide or occluder)):
+            raise UserError(f"continuing must be in [0, 1], and 0 with collide or occluder; got "
+                            f"{continuing}")
+        self.continuing = continuing
         self.two_objects, self.collide, self.occluder = two_objects, collide, occluder
         self.speed_range, self.scale_range = tuple(speed_range), scale_range
         self.holdout = [parse_holdout(p) for p in holdout]
 
     def clip(self, index: int) -> ShapesClip:
         """The full `ShapesClip` (with object tracks) behind sample `index`. Clips showing a
-        held-out combination are drawn again from the same generator (`holdout`)."""
+        held-out combination are drawn again from the same generator (`holdout`); a continuing
+        clip's caption is empty."""
         rng, (t, h, w) = self._rng(index)
         two = self.two_objects and bool(rng.integers(2))
         seed = int(rng.integers(2**63))
@@ -592,10 +611,15 @@ class ShapesWorld(ProceduralWorld):
         scale = None  # draws only where a range is set: the default stream stays as it was
         if self.scale_range is not None:
             scale = float(rng.uniform(*self.scale_range))
+        skip = 0
+        if self.continuing and rng.uniform() < self.continuing:
+            skip = int(rng.integers(1, CONTINUING_SKIP + 1))
         for _ in range(1000):
             clip = render_clip(t, h, w, seed=seed, two_objects=two, collide=self.collide and two,
-                               occluder=bar, speed_range=self.speed_range, scale=scale)
+                               occluder=bar, speed_range=self.speed_range, scale=scale, skip=skip)
             if not any(held_out(o, self.holdout) for o in clip.objects):
+                if skip:
+                    clip.caption = ""  # the caption's direction held at frame -skip, not here
                 return clip
             seed = int(rng.integers(2**63))
         raise UserError("the held-out combinations leave (almost) nothing to train on")

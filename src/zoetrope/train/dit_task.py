@@ -51,6 +51,29 @@ class DiTTrainee(nn.Module):
         return self.dit(packed, t, text.to(packed.tokens.device), mask.to(packed.tokens.device))
 
 
+def init_from_pipeline(module: DiTTrainee, path: str | Path) -> None:
+    """Copy the DiT and text encoder weights of pipeline directory `path` into `module`
+    (`train.dit.init_from`); the DiT configs must be equal, else nothing is copied."""
+    from ..text import load_text_encoder
+    path = Path(path)
+    if not (path / "dit").is_dir():
+        raise ConfigError(f"train.dit.init_from: {str(path)!r} is not a pipeline directory (no "
+                          "dit/ in it)")
+    dit = DiT.from_pretrained(path / "dit")
+    ours, theirs = dataclasses.asdict(module.dit.config), dataclasses.asdict(dit.config)
+    diff = [k for k in ours if ours[k] != theirs.get(k)]
+    if diff:
+        raise ConfigError(f"train.dit.init_from: {path}/dit differs from the recipe's DiT in "
+                          f"{', '.join(diff)}")
+    text = load_text_encoder(path / "text_encoder")
+    module.dit.load_state_dict(dit.state_dict())
+    try:
+        module.text_encoder.load_state_dict(text.state_dict())
+    except RuntimeError as e:
+        raise ConfigError(f"train.dit.init_from: {path}/text_encoder does not fit the recipe's "
+                          f"[text] ({str(e).splitlines()[0]})") from None
+
+
 def load_frozen_vae(path: str | Path, device: torch.device) -> nn.Module:
     """A trained VAE (ours or a diffusers adapter) in eval mode, without gradients."""
     from ..vae_adapters import load_vae
@@ -121,8 +144,10 @@ class DiTTask:
             dataset = cls._encode_cache(dataset, vae, cfg.latent_cache, run_dir, d, progress)
             latents = True
         channels = vae.latent_shape(*sizes[0])[0]
-        module = DiTTrainee(recipe, channels, cfg.attention).to(d.device)
-        return cls(recipe, cfg, vae, dataset, latents, module)
+        module = DiTTrainee(recipe, channels, cfg.attention)
+        if cfg.init_from:
+            init_from_pipeline(module, cfg.init_from)
+        return cls(recipe, cfg, vae, dataset, latents, module.to(d.device))
 
     @staticmethod
     def _encode_cache(dataset, vae: nn.Module, count: int, run_dir: Path, d: Dist, progress: bool):
