@@ -98,15 +98,31 @@ def test_unprompted_continuation_drops_the_prompt_after_the_first_window(pipe, m
     encode = pipe.encode_text
     monkeypatch.setattr(pipe, "encode_text", lambda prompts: asked.append(prompts) or encode(prompts))
     steps = []
-    out, _ = make(pipe, Task(window=9, continue_prompt=False), steps=steps, num_frames=17)
+    out, _ = make(pipe, Task(window=9, continuation_prompt=""), steps=steps, num_frames=17)
     per = steps[0].total
     assert len(steps) == 3 * per  # 9 + 2 x 4 frames
     assert asked == [[PROMPT, ""], [""]]  # prompt and negative once; the later windows: empty
     with_prompt, _ = make(pipe, Task(window=9), num_frames=17)
     assert np.array_equal(out[:9], with_prompt[:9])  # the first window is prompted as before
     assert not np.array_equal(out[9:], with_prompt[9:])
-    looped = make(pipe, Task(loop=True, window=9, continue_prompt=False), num_frames=9)[0]
+    looped = make(pipe, Task(loop=True, window=9, continuation_prompt=""), num_frames=9)[0]
     assert asked[-2:] == [[PROMPT, ""], [""]] and looped.shape == (9, 16, 16, 3)  # its end
+
+
+def test_a_continuation_prompt_is_guided_like_the_prompt(pipe, monkeypatch):
+    asked, rows = [], []
+    encode = pipe.encode_text
+    monkeypatch.setattr(pipe, "encode_text", lambda prompts: asked.append(prompts) or encode(prompts))
+    real = pipe.sample
+    monkeypatch.setattr(pipe, "sample", lambda shapes, sampling, *a: rows.append(
+        (sampling.text.shape[0], sampling.scale)) or real(shapes, sampling, *a))
+    out, _ = make(pipe, Task(window=9, continuation_prompt="a red circle"), num_frames=17)
+    assert asked == [[PROMPT, ""], ["a red circle"]]
+    assert rows[0] == rows[1] == rows[2] and rows[0][0] == 2  # prompt and negative, guided
+    with_prompt, _ = make(pipe, Task(window=9), num_frames=17)
+    assert np.array_equal(out[:9], with_prompt[:9]) and not np.array_equal(out[9:], with_prompt[9:])
+    with pytest.raises(UserError, match="2 continuation prompts for 1 prompts"):
+        make(pipe, Task(window=9, continuation_prompt=["a", "b"]), num_frames=17)
 
 
 def test_frames_beyond_the_window_go_window_after_window_without_a_task(pipe, monkeypatch):

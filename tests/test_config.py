@@ -141,6 +141,7 @@ def test_out_of_range_values_are_refused_naming_the_setting(override, setting):
     ({"collide": True}, "data.collide needs data.two_objects"),
     ({"continuing": 1.5}, "data.continuing must be in"),
     ({"continuing": 0.3, "occluder": True}, "data.continuing must be 0 with"),
+    ({"continuing_caption": "sideways"}, "data.continuing_caption must be"),
 ])
 def test_generalization_split_settings_are_checked(kw, message):
     from zoetrope.config import DataConfig

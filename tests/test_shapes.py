@@ -270,3 +270,19 @@ def test_continuing_share_of_the_stream_is_uncaptioned_and_leaves_the_rest_alone
             assert clips[i].caption == ref.caption and np.array_equal(clips[i].frames, ref.frames)
     with pytest.raises(UserError, match="continuing"):
         ShapesWorld(continuing=0.5, occluder=True)
+
+
+def test_undirected_continuing_clips_keep_colour_and_shape_in_the_caption():
+    from zoetrope.data.shapes import undirected
+    assert undirected("a red circle moving left and a blue square moving up behind a gray bar") \
+        == "a red circle and a blue square behind a gray bar"
+    world = ShapesWorld(sizes=[(17, 64, 64)], seed=2, continuing=0.3,
+                        continuing_caption="undirected")
+    empty = ShapesWorld(sizes=[(17, 64, 64)], seed=2, continuing=0.3)
+    for i in range(60):
+        a, b = world.clip(i), empty.clip(i)
+        assert np.array_equal(a.frames, b.frames)
+        o = a.objects[0]
+        assert a.caption == (f"a {o.color} {o.shape}" if b.caption == "" else b.caption)
+    with pytest.raises(UserError, match="continuing caption"):
+        ShapesWorld(continuing_caption="sideways")

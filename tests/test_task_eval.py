@@ -6,12 +6,12 @@ import json
 import numpy as np
 import pytest
 
-from zoetrope.cli import EVAL_SPLITS, EVAL_TASKS, main
+from zoetrope.cli import EVAL_CONTINUATIONS, EVAL_SPLITS, EVAL_TASKS, main
 from zoetrope.conditioning import Task
 from zoetrope.data.shapes import COLORS, shape_mask
 from zoetrope.errors import UserError
-from zoetrope.task_eval import (CHECKS, SPLITS, TASKS, build_cases, draw_ideal, judge, long_windows,
-                                merge_tasks, run_splits, run_task_eval)
+from zoetrope.task_eval import (CHECKS, CONTINUATIONS, SPLITS, TASKS, build_cases, draw_ideal,
+                                judge, long_windows, merge_tasks, run_splits, run_task_eval)
 
 from test_pipeline import tiny_pipeline
 
@@ -49,6 +49,7 @@ def cases(task, clips=8, **kw):
 
 def test_cli_task_names_are_the_evals():
     assert EVAL_TASKS == TASKS == tuple(CHECKS) and EVAL_SPLITS == tuple(SPLITS)
+    assert EVAL_CONTINUATIONS == CONTINUATIONS
 
 
 @pytest.mark.parametrize("task", [t for t in TASKS if t not in ("loop", "long")])
@@ -96,7 +97,12 @@ def test_a_longer_overlap_moves_the_windows_and_seams():
     assert case.seams == [17, 25, 33]  # each window's first new frame
     assert judge(case, truth(case))["passed"]
     assert cases("loop", 1, overlap=2)[0].task.overlap == 2
-    assert not cases("long", 1, frames=41, continue_prompt=False)[0].task.continue_prompt
+    assert cases("long", 1, frames=41, continuation="empty")[0].task.continuation_prompt == ""
+    both = cases("loop", 2, continuation="undirected")
+    assert [c.task.continuation_prompt for c in both] == [
+        c.prompt.split(" moving")[0] for c in both] and " moving" in both[0].prompt
+    assert merge_tasks(both).continuation_prompt == [c.task.continuation_prompt for c in both]
+    assert cases("long", 1, frames=41)[0].task.continuation_prompt is None
     assert cases("long", 1, frames=41, overlap=3)[0].windows[1] == (4, 21)  # one new latent
     with pytest.raises(UserError, match=r"--overlap 4 leaves no new frame .* must be 1 \.\. 3"):
         cases("long", 1, frames=41, overlap=4)
@@ -207,7 +213,7 @@ def test_cli_rejects_flags_of_another_task(tmp_path, capsys):
     for flags, message in [(["--task", "animate", "--frames", "33"], "--frames sets the length"),
                            (["--task", "loop", "--strength", "0.5"], "--strength sets an edit"),
                            (["--task", "edit", "--overlap", "2"], "set how windows continue"),
-                           (["--task", "animate", "--unprompted-continuation"], "how windows"),
+                           (["--task", "animate", "--continuation", "empty"], "how windows"),
                            (["--overlap", "2"], "give a --task")]:
         assert main(["eval", "--model", str(model), "--size", "9x16x16", *flags,
                      "--out", str(tmp_path / "x")]) == 2

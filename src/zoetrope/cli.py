@@ -19,6 +19,7 @@ from .errors import UserError
 
 # zoetrope.task_eval.TASKS, spelled out so that `zoetrope --help` imports no torch
 EVAL_TASKS = ("animate", "extend-forward", "extend-backward", "long", "loop", "connect", "edit")
+EVAL_CONTINUATIONS = ("prompt", "empty", "undirected")  # task_eval.CONTINUATIONS
 EVAL_SPLITS = ("in", "ood-slow", "ood-fast", "ood-small", "ood-large", "combo")  # task_eval.SPLITS
 
 
@@ -123,7 +124,7 @@ def _task(args: argparse.Namespace):
     task = Task(image=args.image, video=args.video, extend=args.extend, loop=args.loop,
                 connect=args.connect, strength=args.strength, crop=args.crop,
                 overlap=Task.overlap if args.overlap is None else args.overlap,
-                continue_prompt=not args.unprompted_continuation)
+                continuation_prompt=args.continuation_prompt)
     if task == Task():
         return None
     task.check()  # the flags alone, on the file names
@@ -224,9 +225,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
     if args.task:
         return _eval_task(args, pipe, sizes)
     if args.split or args.holdout or args.frames or args.strength is not None \
-            or args.overlap is not None or args.unprompted_continuation:
+            or args.overlap is not None or args.continuation is not None:
         raise UserError("--split, --holdout, --frames, --strength, --overlap and "
-                        "--unprompted-continuation set what a --task renders: give a --task")
+                        "--continuation set what a --task renders: give a --task")
     report = run_eval(generate, args.out, clips=args.clips, seed=args.seed, sizes=sizes,
                       vocabulary=args.vocabulary, batch_size=args.batch_size)
     totals = report["totals"]
@@ -248,10 +249,10 @@ def _eval_task(args: argparse.Namespace, pipe, sizes: list) -> None:
                         "long or loop")
     if args.strength is not None and args.task != "edit":
         raise UserError("--strength sets an edit's strength: use it with --task edit")
-    if (args.overlap is not None or args.unprompted_continuation) \
+    if (args.overlap is not None or args.continuation is not None) \
             and args.task not in ("long", "loop"):
-        raise UserError("--overlap and --unprompted-continuation set how windows continue: use "
-                        "them with --task long or loop")
+        raise UserError("--overlap and --continuation set how windows continue: use them with "
+                        "--task long or loop")
 
     def generate(cases, seed: int):
         out = pipe([c.prompt for c in cases], num_frames=cases[0].frames, height=sizes[0][1],
@@ -262,7 +263,7 @@ def _eval_task(args: argparse.Namespace, pipe, sizes: list) -> None:
 
     kw = dict(clips=args.clips, seed=args.seed, size=sizes[0], frames=args.frames,
               overlap=Task.overlap if args.overlap is None else args.overlap,
-              continue_prompt=not args.unprompted_continuation,
+              continuation=args.continuation or "prompt",
               batch_size=args.batch_size, holdout=args.holdout or (),
               strength=0.6 if args.strength is None else args.strength,
               roundtrip=lambda clip: roundtrip(pipe, clip[None])[0])
@@ -428,8 +429,10 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--strength", type=_real(), help="--task edit: SDEdit strength (default 0.6)")
     p.add_argument("--overlap", type=_integer(1), help="--task long or loop: latent frames a "
                    "window holds of the one before (default 1)")
-    p.add_argument("--unprompted-continuation", action="store_true", help="--task long or loop: "
-                   "windows holding the output's own frames get no prompt (as generate's flag)")
+    p.add_argument("--continuation", choices=EVAL_CONTINUATIONS, help="--task long or loop: "
+                   "what windows holding the output's own frames are prompted with: the prompt "
+                   "(default), the empty prompt, or the prompt without its direction "
+                   "(generate's --continuation-prompt)")
     p.add_argument("--out", default="outputs/eval", help="report directory")
     p.add_argument("--json", action="store_true", help="print the totals as JSON")
     p.set_defaults(func=cmd_eval)
@@ -493,10 +496,11 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overlap", type=_integer(1), help="clips longer than the model's window: "
                    "latent frames each window holds of the one before (default 1; each is 4 "
                    "frames)")
-    p.add_argument("--unprompted-continuation", action="store_true", help="windows that hold the "
-                   "output's own frames (long clips, loops) get the empty prompt and no guidance: "
-                   "they follow those frames alone (the shapes world's captions describe a clip's "
-                   "start)")
+    p.add_argument("--continuation-prompt", metavar="TEXT", help="the prompt of windows that "
+                   "hold the output's own frames (long clips, loops), guided as the prompt is; "
+                   "'' gives them the empty prompt and no guidance (default: the prompt). The "
+                   "shapes world's captions state a clip's first direction: continue 'a red "
+                   "circle moving right' with 'a red circle'")
     p.add_argument("--model", help="pipeline directory (default: the bundled shapes-demo model)")
     p.add_argument("--fast", action="store_true", help="the bundled model's few-step student "
                    "(4 DiT calls instead of 66; see docs/benchmarks.md for its quality)")

@@ -25,9 +25,10 @@ default the pipeline's default frames); o = `Task.overlap` latent frames.
 - connect: forward from A, the last window holding B at its end as backward does.
 - edit: the clip's latent noised to t = strength, then round(steps x strength) steps from there.
 Windows that hold the output's own earlier frames (a long clip's later windows, backward ones,
-a loop's remade end) get the prompt, or with `continue_prompt = False` the empty prompt and no
-guidance: they then follow the frames they hold alone. (A shapes-world caption's direction holds
-at the clip's start only; a later window whose object has bounced contradicts it.)
+a loop's remade end) get the prompt, or `continuation_prompt`: another text, guided as the prompt
+is, or "", the empty prompt without guidance (they then follow the frames they hold alone). A
+shapes-world caption's direction holds at the clip's start only, so a later window whose object
+has bounced contradicts it; `a red circle` (the caption without its direction) does not.
 Given frames are resized to the output size; another aspect ratio is an error unless `crop`.
 Clips are cut to 1 + 4k frames (forward and edit keep the first, backward and B the last).
 """
@@ -70,9 +71,10 @@ class Task:
     crop: bool = False  # centre-crop given frames of another aspect ratio [--crop]
     overlap: int = 1  # latent frames a window holds of the one before [--overlap]
     window: int | None = None  # frames per window; default: the pipeline's default frames
-    # windows holding the output's own earlier frames get the prompt (True), or the empty prompt
-    # and no guidance, following only those frames (False) [--unprompted-continuation]
-    continue_prompt: bool = True
+    # the prompt of windows holding the output's own earlier frames: None, the prompt; a text
+    # (or one per prompt), guided as the prompt is; "", the empty prompt without guidance: they
+    # follow the frames they hold alone [--continuation-prompt]
+    continuation_prompt: str | list[str] | None = None
 
     def check(self) -> None:
         """One line of error for what cannot work together."""
@@ -219,14 +221,36 @@ class _Run:
     window: int  # frames per window
     overlap: int  # latent frames a window holds of the one before
     crop: bool  # centre-crop given frames of another aspect ratio
-    continue_prompt: bool = True  # `Task.continue_prompt`
+    continuation: str | list[str] | None = None  # `Task.continuation_prompt`
 
     def continuing(self) -> _Run:
-        """The run for a window that holds the output's own frames: itself, or unprompted."""
-        if self.continue_prompt:
+        """The run for a window that holds the output's own frames: itself, or prompted with
+        the continuation prompts (the negatives kept), or unprompted and unguided (all "")."""
+        if self.continuation is None:
             return self
-        text, mask = self.pipe.encode_text([""] * self.count)
-        return replace(self, sampling=replace(self.sampling, text=text, mask=mask, scale=1.0))
+        texts = ([self.continuation] * self.count if isinstance(self.continuation, str)
+                 else list(self.continuation))
+        if len(texts) != self.count:
+            raise UserError(f"{len(texts)} continuation prompts for {self.count} prompts: give "
+                            "one, or one per prompt")
+        s = self.sampling
+        if not any(texts):
+            text, mask = self.pipe.encode_text(texts)
+            return replace(self, sampling=replace(s, text=text, mask=mask, scale=1.0))
+        guided = s.text.shape[0] > self.count  # rows count.. are the negatives
+        text, mask = self.pipe.encode_text(texts)
+        if guided:
+            text, mask = _stack_text((text, mask), (s.text[self.count:], s.mask[self.count:]))
+        return replace(self, sampling=replace(s, text=text, mask=mask))
+
+
+def _stack_text(a: tuple[Tensor, Tensor], b: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    """Two (text (B, L, D), mask (B, L)) batches as one, the shorter padded (masked out)."""
+    length = max(a[0].shape[1], b[0].shape[1])
+    pad = lambda t, m: (torch.nn.functional.pad(t, (0, 0, 0, length - t.shape[1])),  # noqa: E731
+                        torch.nn.functional.pad(m, (0, length - m.shape[1])))
+    (ta, ma), (tb, mb) = pad(*a), pad(*b)
+    return torch.cat([ta, tb]), torch.cat([ma, mb])
 
 
 def _window(run: _Run, frames: int, head: Video | None = None,
@@ -389,7 +413,7 @@ def generate(pipe: TextToVideoPipeline, task: Task, sizes: list[tuple[int, int, 
     if task.strength is None:
         check_overlap(task.overlap, window)
     run = _Run(pipe, sampling, len(sizes), height, width, window, task.overlap, task.crop,
-               task.continue_prompt)
+               task.continuation_prompt)
     if task.strength is not None:
         return list(_edit(run, _clip(run, task.video, False, "--video"), task.strength))
     if task.extend == "backward":

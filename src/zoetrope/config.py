@@ -270,6 +270,7 @@ class DataConfig:
     # Shapes world: the share of clips that start 1..64 frames into their motion, with the empty
     # caption, as a long clip's later windows do (not with collide or occluder)
     continuing: float = 0.0
+    continuing_caption: str = "empty"  # or "undirected": `a red circle`, the direction left out
     # DataLoader worker processes that fetch samples ahead of the step (real clips decode in
     # ~0.5 s each); 0 fetches in the training process; -1 picks for the hardware
     # (`hardware.default_num_workers`). Never changes what is trained, only when it is fetched.
@@ -280,6 +281,9 @@ class DataConfig:
                                     "continuing": "in [0, 1]"})
         if self.continuing and (self.collide or self.occluder):
             raise ConfigError("data.continuing must be 0 with data.collide or data.occluder")
+        if self.continuing_caption not in ("empty", "undirected"):
+            raise ConfigError(f"data.continuing_caption must be \"empty\" or \"undirected\", "
+                              f"got {self.continuing_caption!r}")
         check_sizes(self.sizes, "data.sizes")
         for name, top in (("speed_range", 0.5), ("object_scale", 1.0)):
             r = getattr(self, name)

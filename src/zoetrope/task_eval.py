@@ -60,12 +60,15 @@ from tqdm import tqdm
 
 from .conditioning import Task, check_overlap
 from .critic import INTACT_KINDS, critique, find_bar, has_occluder, parse_prompt
-from .data.shapes import COLORS, render_clip
+from .data.shapes import COLORS, render_clip, undirected
 from .errors import UserError, atomic_write, atomic_write_text
 from .eval import SHEET_FRAMES, build_prompts, contact_sheet
 from .physics import physics_from_critique
 
 TASKS = ("animate", "extend-forward", "extend-backward", "long", "loop", "connect", "edit")
+# What a long clip's or a loop's windows holding its own frames are prompted with: the prompt,
+# the empty prompt (unguided), or the prompt without its direction, `a red circle`
+CONTINUATIONS = ("prompt", "empty", "undirected")
 SEAM_RADIUS = 2  # frames either side of a seam whose errors are the seam's
 SEAM_KINDS = ("vanishing", "duplicate", "teleport", "speed_change", "wall_pass", "bad_bounce")
 GIVEN_SLACK = 2.0  # uint8 levels a given frame may be further off than the VAE's round trip
@@ -162,11 +165,15 @@ def split_prompts(clips: int, seed: int, split: str, holdout: Sequence[str] = ()
 def build_cases(task: str, clips: int, seed: int, size: tuple[int, int, int],
                 frames: int | None = None, strength: float = 0.6, split: str = "in",
                 holdout: Sequence[str] = (), overlap: int = 1,
-                continue_prompt: bool = True) -> list[Case]:
+                continuation: str = "prompt") -> list[Case]:
     """The cases of `task` over `clips` balanced prompts; size = (window frames, height, width);
-    `overlap` and `continue_prompt` (long and loop): `conditioning.Task`'s."""
+    `overlap` (long and loop): `conditioning.Task`'s; `continuation` (long and loop): one of
+    `CONTINUATIONS`, each case's `Task.continuation_prompt`."""
     if task not in TASKS:
         raise UserError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
+    if continuation not in CONTINUATIONS:
+        raise UserError(f"unknown continuation {continuation!r}; known: "
+                        f"{', '.join(CONTINUATIONS)}")
     if split not in SPLITS:
         raise UserError(f"unknown split {split!r}; known: {', '.join(SPLITS)}")
     window, h, w = size
@@ -211,10 +218,12 @@ def build_cases(task: str, clips: int, seed: int, size: tuple[int, int, int],
             case.task = Task(video=src, strength=strength)
             case.path_frames = list(range(total))
         elif task == "loop":
-            case.task = Task(loop=True, overlap=overlap, continue_prompt=continue_prompt)
+            case.task = Task(loop=True, overlap=overlap,
+                             continuation_prompt=_continuation(continuation, prompt))
             case.wrap, case.seams = True, [total]
         else:  # long
-            case.task = Task(overlap=overlap, continue_prompt=continue_prompt)
+            case.task = Task(overlap=overlap,
+                             continuation_prompt=_continuation(continuation, prompt))
             case.windows = long_windows(total, window, overlap)
             case.seams = [start + 1 + 4 * overlap for start, _ in case.windows[1:]]
         cases.append(case)
@@ -307,10 +316,18 @@ def _kind(case: Case) -> str:
     return "connect" if t.connect is not None else "loop"
 
 
+def _continuation(kind: str, prompt: str) -> str | None:
+    """`Task.continuation_prompt` of a `CONTINUATIONS` kind for `prompt`."""
+    return {"prompt": None, "empty": "", "undirected": undirected(prompt)}[kind]
+
+
 def merge_tasks(cases: Sequence[Case]) -> Task:
-    """One Task for a batch of cases of one kind: their given frames, one per prompt."""
+    """One Task for a batch of cases of one kind: their given frames and continuation prompts,
+    one per prompt."""
     first = cases[0].task
     return replace(first, image=None if first.image is None else [c.task.image for c in cases],
+                   continuation_prompt=None if first.continuation_prompt is None else
+                   [c.task.continuation_prompt for c in cases],
                    video=None if first.video is None else [c.task.video for c in cases],
                    connect=None if first.connect is None else
                    ([c.task.connect[0] for c in cases], [c.task.connect[1] for c in cases]))
@@ -346,14 +363,14 @@ def run_task_eval(task: str, generate: Generate, out_dir: str | Path, clips: int
                   frames: int | None = None, strength: float = 0.6, batch_size: int = 4,
                   roundtrip: Roundtrip | None = None, progress: bool = True,
                   split: str = "in", holdout: Sequence[str] = (), overlap: int = 1,
-                  continue_prompt: bool = True) -> dict:
+                  continuation: str = "prompt") -> dict:
     """Build `task`'s cases (from `split`), generate and judge each, write report.json,
     report.md and contact_sheet.png (the ideal paths drawn over) to `out_dir`; return the
     report."""
     if clips < 1 or batch_size < 1:
         raise UserError(f"clips and batch_size must be >= 1, got {clips} and {batch_size}")
     cases = build_cases(task, clips, seed, tuple(size), frames, strength, split, holdout, overlap,
-                        continue_prompt)
+                        continuation)
     records, thumbs = [], []
     with tqdm(total=clips, desc=f"eval {task} ({split})", unit="clip",
               disable=not progress) as bar:
@@ -375,7 +392,7 @@ def run_task_eval(task: str, generate: Generate, out_dir: str | Path, clips: int
                          "clips": clips, "seed": seed, "size": list(size),
                          "frames": cases[0].frames, "strength": strength if task == "edit"
                          else None, "overlap": overlap if task in ("long", "loop") else None,
-                         "continue_prompt": continue_prompt if task in ("long", "loop") else None,
+                         "continuation": continuation if task in ("long", "loop") else None,
                          "batch_size": batch_size},
               "totals": totals(records, task), "clips": records}
     out = Path(out_dir)

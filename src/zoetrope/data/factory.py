@@ -28,7 +28,8 @@ def build_dataset(config: DataConfig, seed: int = 0,
                            collide=config.collide, occluder=config.occluder,
                            speed_range=tuple(config.speed_range or SPEED_RANGE),
                            scale_range=scale, holdout=config.holdout,
-                           continuing=config.continuing)
+                           continuing=config.continuing,
+                           continuing_caption=config.continuing_caption)
     if config.dataset == "mnist":
         from .mnist import MovingMNIST
         return MovingMNIST(root=config.path or None, sizes=sizes, seed=seed)

@@ -31,8 +31,9 @@ their prompts. The exact specification:
 - Continuing clips (`render_clip(skip=k)`, `ShapesWorld(continuing=p)`): the window starts k
   frames into the motion drawn for a T-frame clip, so the object may be anywhere on its path and
   moving either way along its axis. Such a clip is what a long clip's later windows continue; in
-  `ShapesWorld` its caption is empty (its direction is the motion's at frame -k, not the
-  window's), and k is drawn uniformly in 1..CONTINUING_SKIP, more than a round trip at the
+  `ShapesWorld` its caption is empty, or with `continuing_caption = "undirected"` the caption
+  without its directions, `a red circle` (the stated direction is the motion's at frame -k, not
+  the window's); k is drawn uniformly in 1..CONTINUING_SKIP, more than a round trip at the
   world's slowest speed.
 
 Two opt-in options (off, every render is byte-identical to the world above; both need frames of
@@ -75,6 +76,7 @@ disjoint interleaved indices, so a seed fixes the data seen by every process.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Sequence
@@ -113,6 +115,7 @@ TRIES = 100  # draws tried before giving up on a constraint
 CLEARANCE = 2  # px of background between the bar and each object box in frames 0 and 1
 CONTACT_GAP = 2  # frames: collisions happen this far from any frame with an object at the bar
 CONTINUING_SKIP = 64  # continuing clips start 1..64 frames into their motion
+CONTINUING_CAPTIONS = ("empty", "undirected")  # a continuing clip's caption
 
 
 def free_steps(frames: int) -> int:
@@ -145,6 +148,12 @@ class ShapesClip:
 def _check_choice(kind: str, value: str | None, valid) -> None:
     if value is not None and value not in valid:
         raise UserError(f"unknown {kind} {value!r}; valid: {', '.join(valid)}")
+
+
+def undirected(caption: str) -> str:
+    """A caption without its objects' directions: `a red circle moving left and a blue square
+    moving up` -> `a red circle and a blue square` (the occluder suffix stays)."""
+    return re.sub(r" moving (?:%s)\b" % "|".join(DIRECTIONS), "", caption)
 
 
 def bouncing_centers(rng: np.random.Generator, frames: int, height: int, width: int,
@@ -588,14 +597,16 @@ class ShapesWorld(ProceduralWorld):
                  two_objects: bool = False, collide: bool = False,
                  occluder: bool = False, speed_range: tuple[float, float] = SPEED_RANGE,
                  scale_range: tuple[float, float] | None = None,
-                 holdout: Sequence[str] = (), continuing: float = 0.0) -> None:
+                 holdout: Sequence[str] = (), continuing: float = 0.0,
+                 continuing_caption: str = "empty") -> None:
         super().__init__(sizes, seed)
         if collide and not two_objects:
             raise UserError("collide needs two_objects (a collision takes two objects)")
         if not 0 <= continuing <= 1 or (continuing and (collide or occluder)):
             raise UserError(f"continuing must be in [0, 1], and 0 with collide or occluder; got "
                             f"{continuing}")
-        self.continuing = continuing
+        _check_choice("continuing caption", continuing_caption, CONTINUING_CAPTIONS)
+        self.continuing, self.continuing_caption = continuing, continuing_caption
         self.two_objects, self.collide, self.occluder = two_objects, collide, occluder
         self.speed_range, self.scale_range = tuple(speed_range), scale_range
         self.holdout = [parse_holdout(p) for p in holdout]
@@ -618,8 +629,9 @@ class ShapesWorld(ProceduralWorld):
             clip = render_clip(t, h, w, seed=seed, two_objects=two, collide=self.collide and two,
                                occluder=bar, speed_range=self.speed_range, scale=scale, skip=skip)
             if not any(held_out(o, self.holdout) for o in clip.objects):
-                if skip:
-                    clip.caption = ""  # the caption's direction held at frame -skip, not here
+                if skip:  # the caption's direction held at frame -skip, not here
+                    clip.caption = (undirected(clip.caption)
+                                    if self.continuing_caption == "undirected" else "")
                 return clip
             seed = int(rng.integers(2**63))
         raise UserError("the held-out combinations leave (almost) nothing to train on")
