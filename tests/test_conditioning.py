@@ -1,6 +1,8 @@
 """Given frames (conditioning.py) on a tiny random pipeline: animate, extend, long, loop, connect,
 edit; the mechanics (held latents, shapes, seams, flat memory), not quality."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -8,7 +10,9 @@ import torch
 from zoetrope.cli import main
 from zoetrope.conditioning import Task, encode, roundtrip
 from zoetrope.data.video import read_video, write_video
+from zoetrope.config import ConfigError, DiffusionConfig
 from zoetrope.errors import UserError
+from zoetrope.pipeline import TextToVideoPipeline
 
 from test_pipeline import PROMPT, tiny_pipeline  # window: 9 frames (3 latent frames) of 16x16
 
@@ -123,6 +127,40 @@ def test_a_continuation_prompt_is_guided_like_the_prompt(pipe, monkeypatch):
     assert np.array_equal(out[:9], with_prompt[:9]) and not np.array_equal(out[9:], with_prompt[9:])
     with pytest.raises(UserError, match="2 continuation prompts for 1 prompts"):
         make(pipe, Task(window=9, continuation_prompt=["a", "b"]), num_frames=17)
+
+
+def test_frames_in_motion_take_the_motion_guidance_scale(monkeypatch, tmp_path):
+    pipe = tiny_pipeline(motion_guidance_scale=1.5)  # guidance_scale 3
+    pipe.save_pretrained(tmp_path)  # kept in pipeline.json
+    assert TextToVideoPipeline.from_pretrained(tmp_path).diffusion.motion_guidance_scale == 1.5
+    with pytest.raises(ConfigError, match="motion_guidance_scale must be finite"):
+        DiffusionConfig(motion_guidance_scale=float("inf"))
+    rows = []
+    real = pipe.sample
+    monkeypatch.setattr(pipe, "sample", lambda shapes, sampling, *a: rows.append(
+        (sampling.text.shape[0], sampling.scale)) or real(shapes, sampling, *a))
+
+    def scales(task, **kw):
+        rows.clear()
+        out = make(pipe, task, **kw)[0]
+        return [scale for _, scale in rows], out
+
+    # a long clip's first window is free, its later ones hold 5 frames of the one before
+    assert scales(Task(window=9), num_frames=17)[0] == [3.0, 1.5, 1.5]
+    assert scales(Task(image=clip(1)[0]))[0] == [3.0]  # one frame: the text says how it moves
+    assert scales(Task(video=clip(5), extend="backward"), num_frames=9)[0] == [1.5]
+    forward, out = scales(Task(video=clip(5), extend="forward"), num_frames=9)
+    assert forward == [1.5]
+    extend = Task(video=clip(5), extend="forward")
+    assert np.array_equal(out, make(pipe, extend, guidance_scale=1.5)[0])
+    assert not np.array_equal(out, make(tiny_pipeline(), extend)[0])  # without: scale 3
+    # a scale at call time sets every window; without a task the motion scale never applies
+    assert scales(Task(window=9), num_frames=17, guidance_scale=2.0)[0] == [2.0] * 3
+    assert scales(Task(video=clip(5), strength=0.5))[0] == [3.0]  # an edit holds no frames
+    # unguided free windows still encode the negatives the guided held ones need
+    pipe.diffusion = replace(pipe.diffusion, guidance_scale=1.0)
+    assert scales(Task(window=9), num_frames=17)[0] == [1.0, 1.5, 1.5]
+    assert [n for n, _ in rows] == [2, 2, 2]
 
 
 def test_frames_beyond_the_window_go_window_after_window_without_a_task(pipe, monkeypatch):

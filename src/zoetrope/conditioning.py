@@ -119,6 +119,7 @@ class Sampling:
     config: DiffusionConfig
     progress: bool = True
     callback: Callback | None = None
+    motion_scale: float | None = None  # windows holding frames in motion; None: `scale`
 
 
 # --------------------------------------------------------------------------------------------
@@ -236,7 +237,8 @@ class _Run:
         s = self.sampling
         if not any(texts):
             text, mask = self.pipe.encode_text(texts)
-            return replace(self, sampling=replace(s, text=text, mask=mask, scale=1.0))
+            return replace(self, sampling=replace(s, text=text, mask=mask, scale=1.0,
+                                                  motion_scale=None))
         guided = s.text.shape[0] > self.count  # rows count.. are the negatives
         text, mask = self.pipe.encode_text(texts)
         if guided:
@@ -274,7 +276,10 @@ def _window(run: _Run, frames: int, head: Video | None = None,
     if g + b >= t:
         raise UserError(f"the given frames take all {t} latent frames of a window of {frames} "
                         f"frames, leaving nothing to generate: pass more --frames")
-    packed = pipe.sample([shape] * run.count, run.sampling, [Given(z, held) for z in latents])
+    s = run.sampling  # frames in motion given (more than one pixel frame): their own scale
+    if s.motion_scale is not None and (tail is not None or g > 1):
+        s = replace(s, scale=s.motion_scale)
+    packed = pipe.sample([shape] * run.count, s, [Given(z, held) for z in latents])
     return np.stack(pipe.decode(packed))
 
 

@@ -209,6 +209,11 @@ class DiffusionConfig:
     # DDPM step i is t = i / num_train_timesteps), elsewhere the conditional prediction alone:
     # guidance in a limited interval (Kynkaenniemi et al., arXiv 2404.07724)
     guidance_interval: tuple[float, float] = (0.0, 1.0)
+    # the scale of windows holding given frames in motion (more than one pixel frame: extend,
+    # connect, a long clip's later windows, a loop's remade end), where the frames, not the
+    # text, say how the object moves; None: guidance_scale. An explicit scale at call time
+    # (`guidance_scale=`, --cfg) sets every window.
+    motion_guidance_scale: float | None = None
     # Euler only: once the ODE reaches t = 0, `restarts` rounds of jumping back to t = restart_time
     # with fresh noise and `restart_steps` Euler steps down again; part of the time grid
     # (`diffusion.restart_grid`)
@@ -224,6 +229,10 @@ class DiffusionConfig:
             "logit_mean": "finite", "logit_std": "> 0", "shift_base_tokens": ">= 0",
             "vlb_weight": ">= 0", "eta": "in [0, 1]", "guidance_scale": "finite",
             "restart_time": "finite", "text_dropout": "in [0, 1]"})
+        m = self.motion_guidance_scale
+        if m is not None and (not isinstance(m, (int, float)) or not math.isfinite(m)):
+            raise ConfigError(f"diffusion.motion_guidance_scale must be finite or left out, "
+                              f"got {self.motion_guidance_scale}")
         lo, hi = self.guidance_interval if len(self.guidance_interval) == 2 else (1.0, 0.0)
         if not 0.0 <= lo < hi <= 1.0:
             raise ConfigError(f"diffusion.guidance_interval must be [lo, hi] with 0 <= lo < hi <= 1, "

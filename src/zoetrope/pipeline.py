@@ -243,7 +243,11 @@ class TextToVideoPipeline:
                                low=1, high=checks.MAX_STEPS)
         scale = checks.real("guidance_scale", self.diffusion.guidance_scale
                             if guidance_scale is None else guidance_scale)
-        negatives = self._negatives(negative_prompt, len(prompts)) if scale != 1 else []
+        # a scale given at call time sets every window; else frames in motion take their own
+        motion = (self.diffusion.motion_guidance_scale
+                  if guidance_scale is None and task is not None else None)
+        guided = scale != 1 or motion not in (None, 1)
+        negatives = self._negatives(negative_prompt, len(prompts)) if guided else []
         # an override is checked by DiffusionConfig, like the pipeline's own setting
         config = (self.diffusion if restarts is None else replace(
             self.diffusion, restarts=checks.integer("restarts", restarts, 0, checks.MAX_RESTARTS)))
@@ -251,14 +255,15 @@ class TextToVideoPipeline:
             held = pixel_sizes if task is None else [
                 (min(f, window_frames(task, f, self.default_size[0])), h, w)
                 for f, h, w in pixel_sizes]
-            self.check_memory([self.latent_shape(s) for s in held], held, guided=scale != 1)
+            self.check_memory([self.latent_shape(s) for s in held], held, guided=guided)
         generator, seed = _generator(seed, generator)
         self._warn_unknown_words(prompts + negatives)
         seconds: dict[str, float] = {}
         with torch.inference_mode():
             with _timed(seconds, "text", self.device):
                 text, mask = self.encode_text(prompts + negatives)
-            sampling = Sampling(text, mask, generator, steps, scale, config, progress, callback)
+            sampling = Sampling(text, mask, generator, steps, scale, config, progress, callback,
+                                motion)
             if task is not None:  # windows that hold given frames, each decoded as it is made
                 with _timed(seconds, "denoise", self.device):
                     videos = generate(self, task, pixel_sizes, sampling)
