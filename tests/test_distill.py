@@ -22,7 +22,7 @@ from test_train import TINY, assert_same_weights
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory):
     directory = tmp_path_factory.mktemp("teacher")
-    tiny_pipeline(default_size=(5, 16, 16)).save_pretrained(directory)
+    tiny_pipeline(default_size=(5, 16, 16), motion_guidance_scale=2.0).save_pretrained(directory)
     return directory
 
 
@@ -73,6 +73,7 @@ def test_pairs_are_the_teachers_own_samples(teacher, reference):
 def test_the_student_samples_in_its_step_count(reference):
     student = TextToVideoPipeline.from_pretrained(reference / "final")
     assert student.diffusion.num_inference_steps == 2 and student.diffusion.guidance_scale == 1
+    assert student.diffusion.motion_guidance_scale is None  # unguided with given frames too
     calls = []
     student.dit.register_forward_hook(lambda *_: calls.append(1))
     out = student(PROMPT, seed=0, progress=False)

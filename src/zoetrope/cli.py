@@ -409,7 +409,9 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", action="append", help="FRAMESxHEIGHTxWIDTH, repeatable (default: the model's)")
     p.add_argument("--steps", type=_integer(1, MAX_STEPS), default=None,
                    help="denoising steps (default: the model's)")
-    p.add_argument("--cfg", type=_real(), default=None, help="guidance scale (default: the model's)")
+    p.add_argument("--cfg", type=_real(), default=None,
+                   help="guidance scale of every window (default: the model's, and with --task "
+                   "its motion_guidance_scale where given frames move)")
     p.add_argument("--restarts", type=_integer(0, MAX_RESTARTS), default=None,
                    help="restart-sampling rounds after the ODE (default: the model's)")
     p.add_argument("--vocabulary", choices=["shapes", "mnist", "shapes-rich"], default="shapes",
@@ -473,7 +475,9 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--frames", type=_integer(1), help="number of frames, 1 + 4k (1 = an image)")
     p.add_argument("--size", help="HEIGHTxWIDTH in pixels, e.g. 64x64")
     p.add_argument("--steps", type=_integer(1, MAX_STEPS), help="denoising steps")
-    p.add_argument("--cfg", type=_real(), help="classifier-free guidance scale (1 = off)")
+    p.add_argument("--cfg", type=_real(), help="classifier-free guidance scale of every window "
+                   "(1 = off; default: the model's, and its motion_guidance_scale for windows "
+                   "holding given frames in motion)")
     p.add_argument("--restarts", type=_integer(0, MAX_RESTARTS), help="restart-sampling rounds "
                    "after the ODE: each jumps back to a low noise level and denoises again "
                    "(default: the model's)")

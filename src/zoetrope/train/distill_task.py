@@ -249,7 +249,7 @@ class DistillTask:
 
         t = self.teacher
         config = dataclasses.replace(t.diffusion, num_inference_steps=self.cfg.student_steps,
-                                     guidance_scale=1.0, restarts=0)
+                                     guidance_scale=1.0, motion_guidance_scale=None, restarts=0)
         return TextToVideoPipeline(t.vae, module.dit, module.text_encoder, config,
                                    default_size=t.default_size, sizes=t.sizes, fps=t.fps)
 
