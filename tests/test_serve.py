@@ -121,6 +121,24 @@ def test_generates_a_clip_with_a_verdict(served):
     assert sorted(p.name for p in studio.out.iterdir()) == sorted(job["files"].values())
 
 
+def test_the_models_own_guidance_leaves_it_its_motion_scale(pipe, tmp_path):
+    asked = []
+
+    class Spy(Recorder):
+        def __call__(self, prompt, callback, **kwargs):
+            asked.append(kwargs["guidance_scale"])
+            return super().__call__(prompt, callback, **kwargs)
+
+    studio, server = start(Spy(pipe), tmp_path / "out")
+    for guidance in (3.0, 2.0):  # the tiny model's own scale, then another
+        body = {"prompt": PROMPT, "steps": 2, "num_frames": 17, "guidance": guidance}
+        assert wait(server, call(server, "POST", "/api/jobs", body)[1]["id"])["state"] == "done"
+    server.shutdown()
+    server.server_close()
+    studio.close(timeout=10)
+    assert asked == [None, 2.0]
+
+
 def test_a_prompt_the_critic_cannot_read_gets_a_note(served):
     _, server = served
     status, job = call(server, "POST", "/api/jobs", {"prompt": "the sea", "steps": 1})

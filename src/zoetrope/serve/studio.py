@@ -246,8 +246,11 @@ class Studio:
             if job.cancel:
                 raise Cancelled
 
+        # the model's own scale leaves it its settings: a long clip's later windows take its
+        # motion_guidance_scale; any other scale sets every window
+        guidance = None if r.guidance == self.pipe.diffusion.guidance_scale else r.guidance
         video = self.pipe(r.prompt, num_frames=r.num_frames, height=r.height, width=r.width,
-                          num_inference_steps=r.steps, guidance_scale=r.guidance, seed=r.seed,
+                          num_inference_steps=r.steps, guidance_scale=guidance, seed=r.seed,
                           progress=False, callback=progress)
         return np.asarray(video.frames[0])
 
