@@ -163,6 +163,23 @@ def test_frames_in_motion_take_the_motion_guidance_scale(monkeypatch, tmp_path):
     assert [n for n, _ in rows] == [2, 2, 2]
 
 
+def test_guide_given_frames_drops_them_from_the_unconditional_branch():
+    pipe = tiny_pipeline(guide_given_frames=True)  # guidance_scale 3
+    seen = []
+    pipe.dit.register_forward_hook(lambda module, args, out: seen.append(args[1].clone()))
+    extend = Task(video=clip(5), extend="forward")
+    out = make(pipe, extend)[0]
+    t = seen[0]  # the first step: conditional rows, then unconditional, 3 latent frames of 4x4
+    n = len(t) // 2
+    held = torch.arange(n) < 2 * 4 * 4 // 4  # the clip's 2 latent frames, 2x2 patches
+    assert (t[:n][held] == 0).all() and (t[n:][held] == t[n:][~held].max()).all() and t.max() > 0
+    plain = tiny_pipeline()
+    assert not np.array_equal(out, make(plain, extend)[0])  # the frames move the guidance
+    assert np.array_equal(make(pipe, Task(window=9))[0], make(plain, Task(window=9))[0])
+    with pytest.raises(ConfigError, match="guide_given_frames needs objective = 'flow'"):
+        DiffusionConfig(objective="ddpm", guide_given_frames=True)
+
+
 def test_frames_beyond_the_window_go_window_after_window_without_a_task(pipe, monkeypatch):
     steps = []
     out, _ = make(pipe, None, steps=steps, num_frames=33)  # the tiny pipeline's clips: 9 frames

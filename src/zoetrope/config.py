@@ -214,6 +214,10 @@ class DiffusionConfig:
     # text, say how the object moves; None: guidance_scale. An explicit scale at call time
     # (`guidance_scale=`, --cfg) sets every window.
     motion_guidance_scale: float | None = None
+    # with guidance and given frames, the unconditional branch goes without them too: held
+    # tokens noised (a fixed draw) to their sample's time, so guidance pulls toward the frames
+    # as well as the text. Off: both branches hold the frames and guidance is the text's alone
+    guide_given_frames: bool = False
     # Euler only: once the ODE reaches t = 0, `restarts` rounds of jumping back to t = restart_time
     # with fresh noise and `restart_steps` Euler steps down again; part of the time grid
     # (`diffusion.restart_grid`)
@@ -233,6 +237,8 @@ class DiffusionConfig:
         if m is not None and (not isinstance(m, (int, float)) or not math.isfinite(m)):
             raise ConfigError(f"diffusion.motion_guidance_scale must be finite or left out, "
                               f"got {self.motion_guidance_scale}")
+        if self.guide_given_frames and self.objective != "flow":
+            raise ConfigError("diffusion.guide_given_frames needs objective = 'flow'")
         lo, hi = self.guidance_interval if len(self.guidance_interval) == 2 else (1.0, 0.0)
         if not 0.0 <= lo < hi <= 1.0:
             raise ConfigError(f"diffusion.guidance_interval must be [lo, hi] with 0 <= lo < hi <= 1, "

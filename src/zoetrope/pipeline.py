@@ -47,8 +47,8 @@ from torch import Tensor, nn
 from .config import DiffusionConfig
 from .data.video import SUPPORTED_WRITE, VideoError, write_video
 from .diffusion import (Callback, ModelFn, Noise, StepInfo, build_denoiser,
-                        classifier_free_guidance, generator_noise, model_calls, queued_noise,
-                        resolution_shift, sampler_from_config, sampling_grid)
+                        classifier_free_guidance, flow_q_sample, generator_noise, model_calls,
+                        queued_noise, resolution_shift, sampler_from_config, sampling_grid)
 from .conditioning import (Given, Sampling, Task, as_task, edit_grid, generate, hold_given,
                            output_frames, window_frames)
 from .dit import DiT
@@ -349,7 +349,7 @@ class TextToVideoPipeline:
         tokens (N, D). `noise` is the sampler's noise source (restart rounds, DDPM steps)."""
         from tqdm.auto import tqdm
 
-        denoiser = build_denoiser(self.diffusion, self._model_fn(packed, text, mask, scale))
+        denoiser = build_denoiser(self.diffusion, self._model_fn(packed, text, mask, scale, keep))
         sampler = sampler_from_config(self.diffusion)
         bar = tqdm(total=model_calls(grid), desc="denoising", unit="step", disable=not progress,
                    leave=False, file=sys.stderr)
@@ -374,16 +374,20 @@ class TextToVideoPipeline:
         shifts = [resolution_shift(n, self.diffusion.shift_base_tokens) for n in packed.lengths]
         return shifts[0] if len(set(shifts)) == 1 else torch.tensor(shifts)[packed.sample_ids.cpu()]
 
-    def _model_fn(self, packed: Packed, text: Tensor, mask: Tensor, scale: float) -> ModelFn:
-        """The DiT as model_fn(x, t); with guidance, conditional and unconditional in one call."""
+    def _model_fn(self, packed: Packed, text: Tensor, mask: Tensor, scale: float,
+                  keep: Tensor | None = None) -> ModelFn:
+        """The DiT as model_fn(x, t); with guidance, conditional and unconditional in one call
+        (the unconditional without the held frames `keep` too, with `guide_given_frames`)."""
         b = len(packed.shapes)  # text rows [:b] are the prompts, [b:] (with guidance) the negatives
         cond = lambda x, t: self.dit(packed.with_tokens(x), t, text[:b], mask[:b])  # noqa: E731
         if scale == 1:
             return cond
         double = concat([packed, packed])  # samples B.. 2B-1 read text rows B.. 2B-1: the negatives
-        return classifier_free_guidance(
-            lambda x, t: self.dit(double.with_tokens(x), t, text, mask), scale,
-            self.diffusion.guidance_interval, cond_fn=cond)
+        both = lambda x, t: self.dit(double.with_tokens(x), t, text, mask)  # noqa: E731
+        if self.diffusion.guide_given_frames and keep is not None and bool(keep.any()):
+            both = _without_frames(both, packed, keep.to(packed.tokens.device))
+        return classifier_free_guidance(both, scale, self.diffusion.guidance_interval,
+                                        cond_fn=cond)
 
     def decode(self, packed: Packed) -> list[np.ndarray]:
         """Clean packed tokens -> a uint8 (T, H, W, 3) video per sample (equal sizes batched)."""
@@ -401,6 +405,24 @@ class TextToVideoPipeline:
 # --------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------
+
+
+def _without_frames(both: ModelFn, packed: Packed, keep: Tensor) -> ModelFn:
+    """`both` (conditional rows, then unconditional) with the unconditional rows' held tokens
+    noised to their sample's time, as if they were to be made (`guide_given_frames`)."""
+    ids = packed.sample_ids
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randn(packed.tokens.shape, generator=g).to(packed.tokens)
+
+    def fn(x2: Tensor, t2: Tensor) -> Tensor:
+        x, t = x2.chunk(2)[0], t2.chunk(2)[0]
+        now = torch.zeros(len(packed.shapes), dtype=t.dtype, device=t.device).scatter_reduce(
+            0, ids[~keep], t[~keep], "amax")[ids]  # each token's sample time
+        held_t = torch.where(keep, now, t)
+        held_x = torch.where(keep[:, None], flow_q_sample(x, now, noise), x)
+        return both(torch.cat([x, held_x]), torch.cat([t, held_t]))
+
+    return fn
 
 
 def preview_gif(pipe: TextToVideoPipeline, prompts: list[str], path: str | Path,
