@@ -326,3 +326,35 @@ def test_init_from_starts_the_dit_at_a_pipelines_weights(vae_dir, reference, tmp
     with pytest.raises(ConfigError, match="not a pipeline directory"):
         DiTTask.setup(dit_recipe(vae_dir, f"--train.dit.init_from={tmp_path}"), tmp_path / "d",
                       setup_distributed())
+
+
+def test_a_decoder_trained_alone_keeps_the_encoder_and_its_latents(vae_dir, tmp_path):
+    """train.vae.init_from + train_encoder = false: the exported VAE has init_from's encoder and
+    latent scaling bit for bit (a DiT trained on its latents still fits) and a new decoder;
+    a VAE of another config, or a frozen encoder with nothing to start from, is a one-line error."""
+    from zoetrope.train.distributed import setup_distributed
+    from zoetrope.train.vae_task import VAETask
+    from zoetrope.vae import CausalVAE
+
+    args = ['--train.stages=["vae"]', "--train.vae.steps=2", "--train.vae.batch_size=2",
+            f"--train.vae.init_from={vae_dir}", "--train.vae.seed=3"]  # other clips
+    out = train(load_recipe(TINY, [*args, "--train.vae.train_encoder=false"]), tmp_path / "a",
+                progress=False) / "vae"
+    before, after = CausalVAE.from_pretrained(vae_dir), CausalVAE.from_pretrained(out)
+    old, new = before.state_dict(), after.state_dict()
+    encoder = [k for k in old if k.startswith("encoder.")]
+    decoder = [k for k in old if k.startswith("decoder.")]
+    assert encoder and all(torch.equal(old[k], new[k]) for k in encoder)
+    assert any(not torch.equal(old[k], new[k]) for k in decoder)
+    assert (after.config.scaling_mean, after.config.scaling_std) == \
+        (before.config.scaling_mean, before.config.scaling_std)
+    # the encoder trained too: the latents move, and the scaling is fitted again
+    both = CausalVAE.from_pretrained(train(load_recipe(TINY, args), tmp_path / "b",
+                                           progress=False) / "vae").state_dict()
+    assert any(not torch.equal(old[k], both[k]) for k in encoder)
+    with pytest.raises(ConfigError, match="init_from.*differs from the recipe.s \\[vae\\] in "
+                                          "latent_channels"):
+        VAETask.setup(load_recipe(TINY, [*args, "--vae.latent_channels=8"]), tmp_path / "c",
+                      setup_distributed())
+    with pytest.raises(ConfigError, match="train_encoder = false needs train.vae.init_from"):
+        load_recipe(TINY, ["--train.vae.train_encoder=false"])

@@ -369,10 +369,21 @@ class VAEStageConfig(LoopConfig):
     section: ClassVar[str] = "train.vae"
 
     kl_weight: float = 1e-6  # weight of the KL term of the VAE loss
+    # A trained VAE directory (or a pipeline directory, its vae/) whose weights start this stage:
+    # fine-tuning. Its config must equal the recipe's [vae] (the latent scaling aside). A resumed
+    # run reads its checkpoint instead.
+    init_from: str = ""
+    # False: train the decoder alone (needs init_from). The encoder, and so the latents and their
+    # scaling, stay exactly those of init_from, and a DiT trained on them works with the new
+    # decoder unchanged.
+    train_encoder: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_ranges(self, self.section, {"kl_weight": ">= 0"})
+        if not self.train_encoder and not self.init_from:
+            raise ConfigError(f"{self.section}.train_encoder = false needs "
+                              f"{self.section}.init_from (a trained VAE whose encoder to keep)")
 
 
 @dataclass

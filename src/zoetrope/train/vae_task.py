@@ -25,6 +25,28 @@ from .distributed import Dist
 HELD_OUT = 10**9  # first dataset index of the clips that fit the latent scaling (never trained on)
 
 
+def init_from_vae(module: CausalVAE, path: str | Path) -> None:
+    """Copy the weights and latent scaling of the VAE at `path` (a VAE directory or a pipeline
+    directory holding vae/) into `module` (`train.vae.init_from`); the configs must be equal
+    apart from the scaling, else nothing is copied."""
+    path = Path(path)
+    if (path / "vae" / "config.json").is_file():
+        path = path / "vae"
+    if not (path / "config.json").is_file():
+        raise ConfigError(f"train.vae.init_from: {str(path)!r} is neither a VAE directory nor a "
+                          "pipeline directory (no config.json or vae/config.json in it)")
+    vae = CausalVAE.from_pretrained(path)
+    scaling = ("scaling_mean", "scaling_std")
+    ours, theirs = dataclasses.asdict(module.config), dataclasses.asdict(vae.config)
+    diff = [k for k in ours if k not in scaling and ours[k] != theirs.get(k)]
+    if diff:
+        raise ConfigError(f"train.vae.init_from: {path} differs from the recipe's [vae] in "
+                          f"{', '.join(diff)}")
+    module.load_state_dict(vae.state_dict())
+    module.config.scaling_mean = vae.config.scaling_mean
+    module.config.scaling_std = vae.config.scaling_std
+
+
 @dataclass
 class VAETask:
     """Build, loss and export of the VAE stage."""
@@ -41,8 +63,14 @@ class VAETask:
         if recipe.data.dataset == "cache":
             raise ConfigError("data.dataset = \"cache\" holds VAE latents: it can train a DiT "
                               "(stages = [\"dit\"]), not a VAE")
-        dataset = build_dataset(recipe.data, recipe.train.vae.seed, recipe.train.vae.sizes)
-        return cls(recipe, recipe.train.vae, dataset, CausalVAE(recipe.vae).to(d.device))
+        cfg = recipe.train.vae
+        dataset = build_dataset(recipe.data, cfg.seed, cfg.sizes)
+        module = CausalVAE(dataclasses.replace(recipe.vae))
+        if cfg.init_from:
+            init_from_vae(module, cfg.init_from)
+        if not cfg.train_encoder:
+            module.encoder.requires_grad_(False)
+        return cls(recipe, cfg, dataset, module.to(d.device))
 
     def blocks(self) -> list[nn.Module]:
         return []  # sharded and checkpointed as one unit
@@ -67,12 +95,16 @@ class VAETask:
     def fresh(self) -> nn.Module:
         """A new VAE of the same config (on the current default device), to load weights into.
 
-        It gets a copy of the config: fitting the scaling at export must not edit the recipe."""
-        return CausalVAE(dataclasses.replace(self.recipe.vae))
+        It gets a copy of the trained module's config (the recipe's, or with `init_from` the
+        scaling that VAE came with): fitting the scaling at export must not edit the recipe."""
+        return CausalVAE(dataclasses.replace(self.module.config))
 
     def export(self, module: nn.Module, out: Path) -> None:
-        """Fit the latent scaling on held-out clips, then write `out/vae/` (whole or not at all)."""
-        self.fit_scaling(module)
+        """Fit the latent scaling on held-out clips, then write `out/vae/` (whole or not at all).
+
+        A decoder trained alone keeps its encoder's scaling: the latents have not changed."""
+        if self.cfg.train_encoder:
+            self.fit_scaling(module)
         atomic_write_dir(out, lambda tmp: module.save_pretrained(tmp / "vae"))
 
     @torch.no_grad()
