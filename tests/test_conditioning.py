@@ -129,6 +129,28 @@ def test_a_continuation_prompt_is_guided_like_the_prompt(pipe, monkeypatch):
         make(pipe, Task(window=9, continuation_prompt=["a", "b"]), num_frames=17)
 
 
+def test_a_continuation_reader_prompts_each_window_from_the_frames_it_holds(pipe, monkeypatch):
+    """continuation_prompt as a function: asked anew for every later window with the frames it
+    holds (the last 5 of the output so far), and what it returns prompts that window."""
+    asked, read = [], []
+    encode = pipe.encode_text
+    monkeypatch.setattr(pipe, "encode_text", lambda prompts: asked.append(prompts) or encode(prompts))
+
+    def reader(frames):
+        read.append(frames.copy())
+        return f"window {len(read)}"
+
+    out, _ = make(pipe, Task(window=9, continuation_prompt=reader), num_frames=21)
+    assert asked == [[PROMPT, ""], ["window 1"], ["window 2"], ["window 3"]]  # 9 + 3 x 4 frames
+    # window k + 1 holds output frames 4 + 4k .. 8 + 4k (the first of them as window k decoded
+    # its held latent again: the output has the previous window's)
+    assert np.array_equal(read[0], out[4:9])
+    for k, frames in enumerate(read):
+        assert frames.shape == (5, 16, 16, 3) and np.array_equal(frames[1:], out[5 + 4 * k:9 + 4 * k])
+    make(pipe, Task(window=9, continuation_prompt=[reader]), num_frames=13)  # one per prompt
+    assert asked[-1] == [f"window {len(read)}"]
+
+
 def test_frames_in_motion_take_the_motion_guidance_scale(monkeypatch, tmp_path):
     pipe = tiny_pipeline(motion_guidance_scale=1.5)  # guidance_scale 3
     pipe.save_pretrained(tmp_path)  # kept in pipeline.json

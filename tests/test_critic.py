@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from zoetrope.critic import (ERROR_KINDS, critique, critique_file, label_components,
+from zoetrope.critic import (ERROR_KINDS, critique, critique_file, label_components, moving_now,
                              parse_prompt)
 from zoetrope.data.shapes import COLORS, DIRECTIONS, SHAPES, render_clip, shape_mask
 from zoetrope.data.video import write_video
@@ -375,3 +375,25 @@ def test_a_large_clip_is_downscaled_with_a_warning(tmp_path, caplog):
         verdict = critique_file(path, "a red circle moving right")
     assert verdict.size == (9, 128, 128) and verdict.passed, verdict.summary()
     assert len(caplog.records) == 1 and "256x256 clip at 128x128" in caplog.records[0].getMessage()
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_moving_now_reads_the_direction_at_the_end_of_the_frames(direction):
+    """The continuation reader: in 5 rendered frames, the prompt with the direction the object
+    moves in at their end (the true one from the render, before and after each bounce); frames
+    without the object keep the prompt's."""
+    clip = render_clip(65, 64, 64, "red", "square", direction, seed=1)
+    read = moving_now(clip.caption)
+    axis = 0 if direction in ("left", "right") else 1
+    names = ("left", "right") if axis == 0 else ("up", "down")
+    seen = set()
+    for start in range(0, 60, 3):
+        step = clip.objects[0].centers[start + 4, axis] - clip.objects[0].centers[start + 3, axis]
+        truth = names[int(step > 0)]
+        seen.add(truth)
+        assert read(clip.frames[start:start + 5]) == f"a red square moving {truth}"
+    assert len(seen) == 2  # it bounced in these 65 frames
+    two = "a red square moving left and a blue circle moving up behind a gray bar"
+    assert moving_now(two)(clip.frames[:5]).endswith(" and a blue circle moving up behind a gray "
+                                                     "bar")
+    assert moving_now(clip.caption)(np.zeros((5, 64, 64, 3), np.uint8)) == clip.caption

@@ -19,7 +19,7 @@ from .errors import UserError
 
 # zoetrope.task_eval.TASKS, spelled out so that `zoetrope --help` imports no torch
 EVAL_TASKS = ("animate", "extend-forward", "extend-backward", "long", "loop", "connect", "edit")
-EVAL_CONTINUATIONS = ("prompt", "empty", "undirected")  # task_eval.CONTINUATIONS
+EVAL_CONTINUATIONS = ("prompt", "empty", "undirected", "moving")  # task_eval.CONTINUATIONS
 EVAL_SPLITS = ("in", "ood-slow", "ood-fast", "ood-small", "ood-large", "combo")  # task_eval.SPLITS
 
 
@@ -125,6 +125,12 @@ def _task(args: argparse.Namespace):
                 connect=args.connect, strength=args.strength, crop=args.crop,
                 overlap=Task.overlap if args.overlap is None else args.overlap,
                 continuation_prompt=args.continuation_prompt)
+    if args.follow_motion:
+        from .critic import moving_now
+        if args.continuation_prompt is not None:
+            raise UserError("--follow-motion and --continuation-prompt both set the prompt of "
+                            "later windows: give one")
+        task.continuation_prompt = moving_now(args.prompt)
     if task == Task():
         return None
     task.check()  # the flags alone, on the file names
@@ -433,8 +439,9 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
                    "window holds of the one before (default 1)")
     p.add_argument("--continuation", choices=EVAL_CONTINUATIONS, help="--task long or loop: "
                    "what windows holding the output's own frames are prompted with: the prompt "
-                   "(default), the empty prompt, or the prompt without its direction "
-                   "(generate's --continuation-prompt)")
+                   "(default), the empty prompt, the prompt without its direction "
+                   "(generate's --continuation-prompt), or the prompt with the direction the "
+                   "object moves in there (generate's --follow-motion)")
     p.add_argument("--out", default="outputs/eval", help="report directory")
     p.add_argument("--json", action="store_true", help="print the totals as JSON")
     p.set_defaults(func=cmd_eval)
@@ -505,6 +512,10 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
                    "'' gives them the empty prompt and no guidance (default: the prompt). The "
                    "shapes world's captions state a clip's first direction: continue 'a red "
                    "circle moving right' with 'a red circle'")
+    p.add_argument("--follow-motion", action="store_true", help="shapes-world prompts: prompt "
+                   "each window that holds the output's own frames with the direction its "
+                   "object moves in there, read by the critic (after a bounce at the right "
+                   "wall, 'moving right' becomes 'moving left')")
     p.add_argument("--model", help="pipeline directory (default: the bundled shapes-demo model)")
     p.add_argument("--fast", action="store_true", help="the bundled model's few-step student "
                    "(4 DiT calls instead of 66; see docs/benchmarks.md for its quality)")

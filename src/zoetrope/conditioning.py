@@ -36,7 +36,7 @@ Clips are cut to 1 + 4k frames (forward and edit keep the first, backward and B 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from .pipeline import TextToVideoPipeline
 
 Video = np.ndarray  # uint8 (B, T, H, W, 3): one clip per prompt
+Reader = Callable[[np.ndarray], str]  # one clip's held frames (G, H, W, 3) -> a window's prompt
 
 
 @dataclass
@@ -73,8 +74,10 @@ class Task:
     window: int | None = None  # frames per window; default: the pipeline's default frames
     # the prompt of windows holding the output's own earlier frames: None, the prompt; a text
     # (or one per prompt), guided as the prompt is; "", the empty prompt without guidance: they
-    # follow the frames they hold alone [--continuation-prompt]
-    continuation_prompt: str | list[str] | None = None
+    # follow the frames they hold alone [--continuation-prompt]; or a function of the frames a
+    # window holds (uint8 (G, H, W, 3)) that returns its text (or one per prompt), asked anew
+    # for every window [--follow-motion]
+    continuation_prompt: str | Reader | list[str] | list[Reader] | None = None
 
     def check(self) -> None:
         """One line of error for what cannot work together."""
@@ -222,18 +225,26 @@ class _Run:
     window: int  # frames per window
     overlap: int  # latent frames a window holds of the one before
     crop: bool  # centre-crop given frames of another aspect ratio
-    continuation: str | list[str] | None = None  # `Task.continuation_prompt`
+    continuation: str | Reader | list[str] | list[Reader] | None = None  # Task.continuation_prompt
 
-    def continuing(self) -> _Run:
-        """The run for a window that holds the output's own frames: itself, or prompted with
-        the continuation prompts (the negatives kept), or unprompted and unguided (all "")."""
-        if self.continuation is None:
+    @property
+    def reads_frames(self) -> bool:
+        """Whether continuation prompts are read off each window's held frames."""
+        c = self.continuation
+        return callable(c) or (isinstance(c, list) and any(callable(x) for x in c))
+
+    def continuing(self, held: Video) -> _Run:
+        """The run for a window that holds the output's own frames `held` (B, G, H, W, 3):
+        itself, or prompted with the continuation prompts (the negatives kept; read off `held`
+        where they are functions), or unprompted and unguided (all "")."""
+        c = self.continuation
+        if c is None:
             return self
-        texts = ([self.continuation] * self.count if isinstance(self.continuation, str)
-                 else list(self.continuation))
+        texts = [c] * self.count if isinstance(c, str) or callable(c) else list(c)
         if len(texts) != self.count:
             raise UserError(f"{len(texts)} continuation prompts for {self.count} prompts: give "
                             "one, or one per prompt")
+        texts = [t(h) if callable(t) else t for t, h in zip(texts, held)]
         s = self.sampling
         if not any(texts):
             text, mask = self.pipe.encode_text(texts)
@@ -294,7 +305,8 @@ def _forward(run: _Run, frames: int, head: Video | None = None,
         hold = out[0][:, -(1 + 4 * o):]
     while done < frames:
         # the first window holds given frames (or none); the next ones the output's own
-        now = run if now is None else run.continuing() if now is run else now
+        now = run if now is None else run.continuing(hold) if now is run or run.reads_frames \
+            else now
         offset = hold.shape[1] if done else 0  # held frames the output already has
         final = offset + frames - done <= run.window
         least = (0 if hold is None else hold.shape[1]) + 4  # one new latent frame
@@ -318,7 +330,8 @@ def _backward(run: _Run, frames: int, tail: Video) -> Video:
         # the output already has the window's held frames and the one drawn anew before them
         offset = hold.shape[1] if done else 0
         size = min(run.window, offset + frames - done)
-        now = run if now is None else run.continuing() if now is run else now  # as _forward
+        now = run if now is None else run.continuing(hold) if now is run or run.reads_frames \
+            else now  # as _forward
         video = _window(now, size, None, hold)
         out.insert(0, video[:, :size - offset])
         done += size - offset
@@ -337,7 +350,7 @@ def _loop(run: _Run, video: Video) -> Video:
         raise UserError(f"--loop needs at least 5 frames and a window of {5 + 4 * o}")
     head = video[:, start:start + 1 + 4 * p]
     tail = np.concatenate([video[:, :1], video[:, :4 * o]], 1)  # frame 0 first: a still past
-    again = _window(run.continuing(), size, head, tail)
+    again = _window(run.continuing(head), size, head, tail)
     return np.concatenate([video[:, :start + 1 + 4 * p], again[:, 1 + 4 * p:size - 4 * o]], 1)
 
 

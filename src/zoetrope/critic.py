@@ -51,6 +51,7 @@ import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -661,6 +662,41 @@ def critique(frames: np.ndarray, prompt: str) -> Critique:
     return Critique(prompt, "mnist" if mnist else "shapes", (n, h, w), reports,
                     {} if mnist else {k: sorted(v) for k, v in clip_errors.items()},
                     MNIST_KINDS if mnist else OCCLUDER_KINDS if occluded else ERROR_KINDS)
+
+
+_MOVING_RE = re.compile(r"\b(moving|moves) (%s)\b" % "|".join(DIRECTIONS), re.IGNORECASE)
+
+
+def moving_now(prompt: str) -> Callable[[np.ndarray], str]:
+    """A reader of the way objects move (`Task.continuation_prompt`, generate's
+    --follow-motion): for frames (G, H, W, 3), `prompt` with each object's direction replaced
+    by the one it moves in at their end, as the critic tracks it (the prompt's own where the
+    last step it is seen in does not say: unseen, or moving under half a pixel per frame along
+    the prompt's axis). A caption's direction is the one at its clip's start, so a long
+    clip's window that starts after a bounce is prompted with the way the object goes now."""
+    targets = parse_prompt(prompt)
+
+    def read(frames: np.ndarray) -> str:
+        objects = critique(frames, prompt).objects
+        now = iter([_direction_at_end(o.centers, t.direction) for t, o in zip(targets, objects)])
+        return _MOVING_RE.sub(lambda m: f"{m[1]} {next(now)}", prompt)
+
+    return read
+
+
+def _direction_at_end(centers: list[tuple[float, float] | None], direction: str) -> str:
+    """The direction, on the axis of `direction`, of the last step an object is seen in."""
+    seen = [(t, np.array(c)) for t, c in enumerate(centers) if c is not None][-2:]
+    if len(seen) < 2:
+        return direction
+    (t0, a), (t1, b) = seen[0], seen[-1]
+    axis = np.array(_UNIT[direction])
+    along = float((b - a) @ np.abs(axis)) / (t1 - t0)  # px/frame, + is right or down
+    if abs(along) < 0.5:
+        return direction
+    if axis.sum() * along > 0:
+        return direction
+    return _OPPOSITE[direction]
 
 
 def find_bar(frames: np.ndarray) -> np.ndarray | None:

@@ -59,7 +59,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .conditioning import Task, check_overlap
-from .critic import INTACT_KINDS, critique, find_bar, has_occluder, parse_prompt
+from .critic import INTACT_KINDS, critique, find_bar, has_occluder, moving_now, parse_prompt
 from .data.shapes import COLORS, render_clip, undirected
 from .errors import UserError, atomic_write, atomic_write_text
 from .eval import SHEET_FRAMES, build_prompts, contact_sheet
@@ -68,7 +68,7 @@ from .physics import physics_from_critique
 TASKS = ("animate", "extend-forward", "extend-backward", "long", "loop", "connect", "edit")
 # What a long clip's or a loop's windows holding its own frames are prompted with: the prompt,
 # the empty prompt (unguided), or the prompt without its direction, `a red circle`
-CONTINUATIONS = ("prompt", "empty", "undirected")
+CONTINUATIONS = ("prompt", "empty", "undirected", "moving")
 SEAM_RADIUS = 2  # frames either side of a seam whose errors are the seam's
 SEAM_KINDS = ("vanishing", "duplicate", "teleport", "speed_change", "wall_pass", "bad_bounce")
 GIVEN_SLACK = 2.0  # uint8 levels a given frame may be further off than the VAE's round trip
@@ -318,6 +318,8 @@ def _kind(case: Case) -> str:
 
 def _continuation(kind: str, prompt: str) -> str | None:
     """`Task.continuation_prompt` of a `CONTINUATIONS` kind for `prompt`."""
+    if kind == "moving":
+        return moving_now(prompt)
     return {"prompt": None, "empty": "", "undirected": undirected(prompt)}[kind]
 
 
