@@ -284,23 +284,29 @@ def test_cli_tasks_write_clips_and_bad_ones_nothing(tmp_path, capsys, monkeypatc
                         ("forward", ["--video", str(tmp_path / "a.mp4"), "--extend", "forward",
                                      "--frames", "13"]),
                         ("long", ["--frames", "25"]), ("loop", ["--loop"]),
+                        ("follow", ["--frames", "13", "--follow-motion"]),
                         ("connect", ["--connect", str(tmp_path / "first.png"),
                                      str(tmp_path / "b.mp4")]),
                         ("edit", ["--video", str(tmp_path / "a.mp4"), "--strength", "0.5"])]:
         out = tmp_path / f"{name}.mp4"
         assert main(["generate", *base, *flags, "-o", str(out)]) == 0
-        assert len(read_video(out)[0]) == {"forward": 13, "long": 25, "edit": 5}.get(name, 9)
+        assert len(read_video(out)[0]) == {"forward": 13, "long": 25, "edit": 5,
+                                           "follow": 13}.get(name, 9)
     capsys.readouterr()
     for flags, message in [(["--extend", "forward"], "--extend needs --video"),
                            (["--video", str(tmp_path / "a.mp4"), "--extend", "forward",
                              "--frames", "5"], "leaves nothing to generate"),
                            (["--image", str(tmp_path / "first.png"), "--loop", "--video",
                              str(tmp_path / "a.mp4")], "conflict"),
-                           (["--frames", "25", "--overlap", "2"], "--overlap 2 leaves no new")]:
+                           (["--frames", "25", "--overlap", "2"], "--overlap 2 leaves no new"),
+                           (["--frames", "13", "--follow-motion", "--continuation-prompt", "a"],
+                            "--follow-motion and --continuation-prompt both")]:
         out = tmp_path / "bad.mp4"
         assert main(["generate", *base, *flags, "-o", str(out)]) == 2
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1 and not out.exists()
+    assert main(["generate", "a cat", *base[1:], "--follow-motion", "-o", str(out)]) == 2
+    assert "cannot parse prompt 'a cat'" in capsys.readouterr().err and not out.exists()
 
 
 def test_one_clip_per_prompt(pipe):
