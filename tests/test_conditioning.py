@@ -151,6 +151,37 @@ def test_a_continuation_reader_prompts_each_window_from_the_frames_it_holds(pipe
     assert asked[-1] == [f"window {len(read)}"]
 
 
+def test_a_model_that_continues_moving_reads_its_windows_by_default(monkeypatch, tmp_path):
+    """diffusion.continuation = "moving" (kept in pipeline.json): with no continuation prompt
+    given, later windows are prompted by `critic.moving_now` of each prompt; a prompt outside
+    the critic's grammar keeps itself; a continuation prompt given at call time wins."""
+    import zoetrope.critic
+
+    read = []
+
+    def moving_now(prompt):
+        zoetrope.critic.parse_prompt(prompt)  # as the real one: outside the grammar, UserError
+        return lambda frames: read.append(prompt) or "a red circle moving left"
+
+    monkeypatch.setattr(zoetrope.critic, "moving_now", moving_now)
+    pipe = tiny_pipeline(continuation="moving")
+    pipe.save_pretrained(tmp_path / "model")
+    assert TextToVideoPipeline.from_pretrained(tmp_path / "model").diffusion.continuation == "moving"
+    asked = []
+    encode = pipe.encode_text
+    monkeypatch.setattr(pipe, "encode_text", lambda prompts: asked.append(prompts) or encode(prompts))
+    make(pipe, Task(window=9), num_frames=17)
+    assert read == [PROMPT, PROMPT] and asked[1:] == [["a red circle moving left"]] * 2
+    del asked[:]
+    pipe(["a cat", PROMPT], num_frames=13, progress=False, task=Task(window=9))
+    assert asked[1] == ["a cat", "a red circle moving left"]
+    del asked[:]
+    make(pipe, Task(window=9, continuation_prompt="a blue square"), num_frames=13)
+    assert asked[1:] == [["a blue square"]] and len(read) == 3
+    with pytest.raises(ConfigError, match="diffusion.continuation must be 'prompt' or 'moving'"):
+        DiffusionConfig(continuation="forward")
+
+
 def test_frames_in_motion_take_the_motion_guidance_scale(monkeypatch, tmp_path):
     pipe = tiny_pipeline(motion_guidance_scale=1.5)  # guidance_scale 3
     pipe.save_pretrained(tmp_path)  # kept in pipeline.json

@@ -19,7 +19,7 @@ from .errors import UserError
 
 # zoetrope.task_eval.TASKS, spelled out so that `zoetrope --help` imports no torch
 EVAL_TASKS = ("animate", "extend-forward", "extend-backward", "long", "loop", "connect", "edit")
-EVAL_CONTINUATIONS = ("prompt", "empty", "undirected", "moving")  # task_eval.CONTINUATIONS
+EVAL_CONTINUATIONS = ("model", "prompt", "empty", "undirected", "moving")  # task_eval.CONTINUATIONS
 EVAL_SPLITS = ("in", "ood-slow", "ood-fast", "ood-small", "ood-large", "combo")  # task_eval.SPLITS
 
 
@@ -269,7 +269,7 @@ def _eval_task(args: argparse.Namespace, pipe, sizes: list) -> None:
 
     kw = dict(clips=args.clips, seed=args.seed, size=sizes[0], frames=args.frames,
               overlap=Task.overlap if args.overlap is None else args.overlap,
-              continuation=args.continuation or "prompt",
+              continuation=args.continuation or "model",
               batch_size=args.batch_size, holdout=args.holdout or (),
               strength=0.6 if args.strength is None else args.strength,
               roundtrip=lambda clip: roundtrip(pipe, clip[None])[0])
@@ -438,10 +438,10 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overlap", type=_integer(1), help="--task long or loop: latent frames a "
                    "window holds of the one before (default 1)")
     p.add_argument("--continuation", choices=EVAL_CONTINUATIONS, help="--task long or loop: "
-                   "what windows holding the output's own frames are prompted with: the prompt "
-                   "(default), the empty prompt, the prompt without its direction "
-                   "(generate's --continuation-prompt), or the prompt with the direction the "
-                   "object moves in there (generate's --follow-motion)")
+                   "what windows holding the output's own frames are prompted with: the model's "
+                   "diffusion.continuation (default), the prompt, the empty prompt, the prompt "
+                   "without its direction (generate's --continuation-prompt), or the prompt with "
+                   "the direction the object moves in there (generate's --follow-motion)")
     p.add_argument("--out", default="outputs/eval", help="report directory")
     p.add_argument("--json", action="store_true", help="print the totals as JSON")
     p.set_defaults(func=cmd_eval)
@@ -509,9 +509,9 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
                    "frames)")
     p.add_argument("--continuation-prompt", metavar="TEXT", help="the prompt of windows that "
                    "hold the output's own frames (long clips, loops), guided as the prompt is; "
-                   "'' gives them the empty prompt and no guidance (default: the prompt). The "
-                   "shapes world's captions state a clip's first direction: continue 'a red "
-                   "circle moving right' with 'a red circle'")
+                   "'' gives them the empty prompt and no guidance (default: the model's "
+                   "diffusion.continuation: the prompt, or for the bundled model "
+                   "--follow-motion)")
     p.add_argument("--follow-motion", action="store_true", help="shapes-world prompts: prompt "
                    "each window that holds the output's own frames with the direction its "
                    "object moves in there, read by the critic (after a bounce at the right "

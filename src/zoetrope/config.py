@@ -218,6 +218,12 @@ class DiffusionConfig:
     # tokens noised (a fixed draw) to their sample's time, so guidance pulls toward the frames
     # as well as the text. Off: both branches hold the frames and guidance is the text's alone
     guide_given_frames: bool = False
+    # what windows holding the output's own frames (a long clip's later windows, a loop's remade
+    # end) are prompted with when the caller gives no continuation prompt: "prompt", the prompt;
+    # "moving", for shapes-world captions, which state the direction at a clip's start: the
+    # prompt with the direction each object moves in the frames the window holds
+    # (`critic.moving_now`; prompts outside its grammar keep the prompt)
+    continuation: str = "prompt"
     # Euler only: once the ODE reaches t = 0, `restarts` rounds of jumping back to t = restart_time
     # with fresh noise and `restart_steps` Euler steps down again; part of the time grid
     # (`diffusion.restart_grid`)
@@ -239,6 +245,9 @@ class DiffusionConfig:
                               f"got {self.motion_guidance_scale}")
         if self.guide_given_frames and self.objective != "flow":
             raise ConfigError("diffusion.guide_given_frames needs objective = 'flow'")
+        if self.continuation not in ("prompt", "moving"):
+            raise ConfigError(f"diffusion.continuation must be 'prompt' or 'moving', "
+                              f"got {self.continuation!r}")
         lo, hi = self.guidance_interval if len(self.guidance_interval) == 2 else (1.0, 0.0)
         if not 0.0 <= lo < hi <= 1.0:
             raise ConfigError(f"diffusion.guidance_interval must be [lo, hi] with 0 <= lo < hi <= 1, "

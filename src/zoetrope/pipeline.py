@@ -236,6 +236,9 @@ class TextToVideoPipeline:
                 and num_frames > self.default_size[0]:
             task = Task()  # longer than the model's clips: window after window (conditioning)
         num_frames = num_frames if task is None else output_frames(task, num_frames)
+        if task is not None and task.continuation_prompt is None \
+                and self.diffusion.continuation == "moving":
+            task = replace(task, continuation_prompt=[_moving(p) for p in prompts])
         pixel_sizes = self.prepare_sizes(len(prompts), num_frames, height, width, sizes)
         shapes = [self.latent_shape(s) for s in pixel_sizes]
         steps = checks.integer("num_inference_steps", self.diffusion.num_inference_steps
@@ -438,6 +441,16 @@ def to_uint8(pixels: Tensor) -> list[np.ndarray]:
     """Pixels (B, 3, T, H, W) in [-1, 1] (clamped) -> B uint8 arrays (T, H, W, 3)."""
     frames = ((pixels.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     return list(frames.permute(0, 2, 3, 4, 1).cpu().numpy())
+
+
+def _moving(prompt: str):
+    """`diffusion.continuation = "moving"`: the continuation reader of a shapes-world prompt
+    (`critic.moving_now`), or the prompt itself where the critic's grammar does not take it."""
+    from .critic import moving_now
+    try:
+        return moving_now(prompt)
+    except UserError:
+        return prompt
 
 
 def _as_prompts(prompt: str | list[str]) -> list[str]:

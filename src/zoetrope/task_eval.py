@@ -68,7 +68,7 @@ from .physics import physics_from_critique
 TASKS = ("animate", "extend-forward", "extend-backward", "long", "loop", "connect", "edit")
 # What a long clip's or a loop's windows holding its own frames are prompted with: the prompt,
 # the empty prompt (unguided), or the prompt without its direction, `a red circle`
-CONTINUATIONS = ("prompt", "empty", "undirected", "moving")
+CONTINUATIONS = ("model", "prompt", "empty", "undirected", "moving")
 SEAM_RADIUS = 2  # frames either side of a seam whose errors are the seam's
 SEAM_KINDS = ("vanishing", "duplicate", "teleport", "speed_change", "wall_pass", "bad_bounce")
 GIVEN_SLACK = 2.0  # uint8 levels a given frame may be further off than the VAE's round trip
@@ -165,7 +165,7 @@ def split_prompts(clips: int, seed: int, split: str, holdout: Sequence[str] = ()
 def build_cases(task: str, clips: int, seed: int, size: tuple[int, int, int],
                 frames: int | None = None, strength: float = 0.6, split: str = "in",
                 holdout: Sequence[str] = (), overlap: int = 1,
-                continuation: str = "prompt") -> list[Case]:
+                continuation: str = "model") -> list[Case]:
     """The cases of `task` over `clips` balanced prompts; size = (window frames, height, width);
     `overlap` (long and loop): `conditioning.Task`'s; `continuation` (long and loop): one of
     `CONTINUATIONS`, each case's `Task.continuation_prompt`."""
@@ -320,7 +320,8 @@ def _continuation(kind: str, prompt: str) -> str | None:
     """`Task.continuation_prompt` of a `CONTINUATIONS` kind for `prompt`."""
     if kind == "moving":
         return moving_now(prompt)
-    return {"prompt": None, "empty": "", "undirected": undirected(prompt)}[kind]
+    return {"model": None, "prompt": prompt, "empty": "",  # "model": diffusion.continuation
+            "undirected": undirected(prompt)}[kind]
 
 
 def merge_tasks(cases: Sequence[Case]) -> Task:
@@ -365,7 +366,7 @@ def run_task_eval(task: str, generate: Generate, out_dir: str | Path, clips: int
                   frames: int | None = None, strength: float = 0.6, batch_size: int = 4,
                   roundtrip: Roundtrip | None = None, progress: bool = True,
                   split: str = "in", holdout: Sequence[str] = (), overlap: int = 1,
-                  continuation: str = "prompt") -> dict:
+                  continuation: str = "model") -> dict:
     """Build `task`'s cases (from `split`), generate and judge each, write report.json,
     report.md and contact_sheet.png (the ideal paths drawn over) to `out_dir`; return the
     report."""
