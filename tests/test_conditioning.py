@@ -97,6 +97,20 @@ def test_a_longer_overlap_holds_more_of_the_last_window(pipe):
         make(pipe, Task(window=9, overlap=2), num_frames=21)
 
 
+def test_the_models_window_overlap_is_the_default(tmp_path):
+    """diffusion.window_overlap (kept in pipeline.json) sets how much of the last window a later
+    one holds when the task does not say; Task(overlap=) still wins."""
+    pipe = tiny_pipeline(window_overlap=2)
+    pipe.save_pretrained(tmp_path / "model")
+    assert TextToVideoPipeline.from_pretrained(tmp_path / "model").diffusion.window_overlap == 2
+    for overlap, windows in [(None, 3), (2, 3), (1, 2)]:  # 21 = 13 + 2 x 4, or 13 + 8
+        steps = []
+        make(pipe, Task(window=13, overlap=overlap), steps=steps, num_frames=21)
+        assert len(steps) == windows * steps[0].total
+    with pytest.raises(ConfigError, match="window_overlap"):
+        DiffusionConfig(window_overlap=0)
+
+
 def test_unprompted_continuation_drops_the_prompt_after_the_first_window(pipe, monkeypatch):
     asked = []
     encode = pipe.encode_text

@@ -123,8 +123,7 @@ def _task(args: argparse.Namespace):
 
     task = Task(image=args.image, video=args.video, extend=args.extend, loop=args.loop,
                 connect=args.connect, strength=args.strength, crop=args.crop,
-                overlap=Task.overlap if args.overlap is None else args.overlap,
-                continuation_prompt=args.continuation_prompt)
+                overlap=args.overlap, continuation_prompt=args.continuation_prompt)
     if args.follow_motion:
         from .critic import moving_now
         if args.continuation_prompt is not None:
@@ -268,7 +267,7 @@ def _eval_task(args: argparse.Namespace, pipe, sizes: list) -> None:
         return out.frames
 
     kw = dict(clips=args.clips, seed=args.seed, size=sizes[0], frames=args.frames,
-              overlap=Task.overlap if args.overlap is None else args.overlap,
+              overlap=pipe.diffusion.window_overlap if args.overlap is None else args.overlap,
               continuation=args.continuation or "model",
               batch_size=args.batch_size, holdout=args.holdout or (),
               strength=0.6 if args.strength is None else args.strength,
@@ -436,7 +435,8 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
                    "(default 257 for long, two windows less one for loop)")
     p.add_argument("--strength", type=_real(), help="--task edit: SDEdit strength (default 0.6)")
     p.add_argument("--overlap", type=_integer(1), help="--task long or loop: latent frames a "
-                   "window holds of the one before (default 1)")
+                   "window holds of the one before (default: the model's "
+                   "diffusion.window_overlap)")
     p.add_argument("--continuation", choices=EVAL_CONTINUATIONS, help="--task long or loop: "
                    "what windows holding the output's own frames are prompted with: the model's "
                    "diffusion.continuation (default), the prompt, the empty prompt, the prompt "
@@ -505,8 +505,8 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--crop", action="store_true", help="centre-crop given frames of another "
                    "aspect ratio (else an error)")
     p.add_argument("--overlap", type=_integer(1), help="clips longer than the model's window: "
-                   "latent frames each window holds of the one before (default 1; each is 4 "
-                   "frames)")
+                   "latent frames each window holds of the one before (each is 4 frames; "
+                   "default: the model's diffusion.window_overlap, 2 for the bundled model)")
     p.add_argument("--continuation-prompt", metavar="TEXT", help="the prompt of windows that "
                    "hold the output's own frames (long clips, loops), guided as the prompt is; "
                    "'' gives them the empty prompt and no guidance (default: the model's "

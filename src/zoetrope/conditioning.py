@@ -9,7 +9,8 @@ frame 0 alone and latent frame j >= 1 pixel frames 4j-3..4j. Every layer is caus
 encoded alone gives exactly the first latent frames of any video that starts with it.
 
 Where each task puts its given frames. A window is the model's clip length (`Task.window`,
-default the pipeline's default frames); o = `Task.overlap` latent frames.
+default the pipeline's default frames); o = `Task.overlap` latent frames (default the model's
+`diffusion.window_overlap`).
 - animate: the image, encoded as a one-frame clip, is latent frame 0.
 - extend forward and long clips: a window holds the clip at its start. Window after window, the
   next one holds the output's last 1 + 4o frames, encoded as a clip of their own (its latent frame
@@ -70,7 +71,8 @@ class Task:
     loop: bool = False  # [--loop]
     strength: float | None = None  # SDEdit: noise the clip to t = strength [--strength]
     crop: bool = False  # centre-crop given frames of another aspect ratio [--crop]
-    overlap: int = 1  # latent frames a window holds of the one before [--overlap]
+    # latent frames a window holds of the one before; None: the model's diffusion.window_overlap
+    overlap: int | None = None  # [--overlap]
     window: int | None = None  # frames per window; default: the pipeline's default frames
     # the prompt of windows holding the output's own earlier frames: None, the prompt; a text
     # (or one per prompt), guided as the prompt is; "", the empty prompt without guidance: they
@@ -98,7 +100,7 @@ class Task:
             raise UserError("--video needs --extend forward|backward or --strength S")
         if self.loop and (self.connect is not None or self.extend == "backward"):
             raise UserError("--loop conflicts with --connect and --extend backward")
-        if self.overlap < 1:
+        if self.overlap is not None and self.overlap < 1:
             raise UserError(f"overlap must be at least 1 latent frame, got {self.overlap}")
 
 
@@ -428,9 +430,10 @@ def generate(pipe: TextToVideoPipeline, task: Task, sizes: list[tuple[int, int, 
     frames, height, width = sizes[0]
     window = window_frames(task, frames, pipe.default_size[0])
     pipe.latent_shape((window, height, width))  # a window the VAE and DiT can take
+    overlap = pipe.diffusion.window_overlap if task.overlap is None else task.overlap
     if task.strength is None:
-        check_overlap(task.overlap, window)
-    run = _Run(pipe, sampling, len(sizes), height, width, window, task.overlap, task.crop,
+        check_overlap(overlap, window)
+    run = _Run(pipe, sampling, len(sizes), height, width, window, overlap, task.crop,
                task.continuation_prompt)
     if task.strength is not None:
         return list(_edit(run, _clip(run, task.video, False, "--video"), task.strength))

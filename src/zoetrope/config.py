@@ -224,6 +224,9 @@ class DiffusionConfig:
     # prompt with the direction each object moves in the frames the window holds
     # (`critic.moving_now`; prompts outside its grammar keep the prompt)
     continuation: str = "prompt"
+    # latent frames each later window of a long clip (or a loop's remade end) holds of the one
+    # before, when the caller gives none (`Task.overlap`, --overlap): the last 1 + 4 x this frames
+    window_overlap: int = 1
     # Euler only: once the ODE reaches t = 0, `restarts` rounds of jumping back to t = restart_time
     # with fresh noise and `restart_steps` Euler steps down again; part of the time grid
     # (`diffusion.restart_grid`)
@@ -238,7 +241,7 @@ class DiffusionConfig:
             "num_train_timesteps": ">= 1", "beta_start": "in (0, 1)", "beta_end": "in (0, 1)",
             "logit_mean": "finite", "logit_std": "> 0", "shift_base_tokens": ">= 0",
             "vlb_weight": ">= 0", "eta": "in [0, 1]", "guidance_scale": "finite",
-            "restart_time": "finite", "text_dropout": "in [0, 1]"})
+            "restart_time": "finite", "text_dropout": "in [0, 1]", "window_overlap": ">= 1"})
         m = self.motion_guidance_scale
         if m is not None and (not isinstance(m, (int, float)) or not math.isfinite(m)):
             raise ConfigError(f"diffusion.motion_guidance_scale must be finite or left out, "
