@@ -235,6 +235,13 @@ class _Run:
         c = self.continuation
         return callable(c) or (isinstance(c, list) and any(callable(x) for x in c))
 
+    def after(self, previous: _Run | None, held: Video) -> _Run:
+        """The run of the window after the one `previous` ran (None: this is the first window,
+        itself); `held` (B, G, H, W, 3): the output's own frames that window holds."""
+        if previous is None:
+            return self
+        return self.continuing(held) if previous is self or self.reads_frames else previous
+
     def continuing(self, held: Video) -> _Run:
         """The run for a window that holds the output's own frames `held` (B, G, H, W, 3):
         itself, or prompted with the continuation prompts (the negatives kept; read off `held`
@@ -307,8 +314,7 @@ def _forward(run: _Run, frames: int, head: Video | None = None,
         hold = out[0][:, -(1 + 4 * o):]
     while done < frames:
         # the first window holds given frames (or none); the next ones the output's own
-        now = run if now is None else run.continuing(hold) if now is run or run.reads_frames \
-            else now
+        now = run.after(now, hold)
         offset = hold.shape[1] if done else 0  # held frames the output already has
         final = offset + frames - done <= run.window
         least = (0 if hold is None else hold.shape[1]) + 4  # one new latent frame
@@ -332,8 +338,7 @@ def _backward(run: _Run, frames: int, tail: Video) -> Video:
         # the output already has the window's held frames and the one drawn anew before them
         offset = hold.shape[1] if done else 0
         size = min(run.window, offset + frames - done)
-        now = run if now is None else run.continuing(hold) if now is run or run.reads_frames \
-            else now  # as _forward
+        now = run.after(now, hold)
         video = _window(now, size, None, hold)
         out.insert(0, video[:, :size - offset])
         done += size - offset

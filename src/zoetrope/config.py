@@ -570,6 +570,13 @@ def dit_preset(name: str) -> DiTConfig:
 # --------------------------------------------------------------------------------------------
 
 
+def differing_fields(ours: Any, theirs: Any, ignore: tuple[str, ...] = ()) -> list[str]:
+    """Names of the fields of dataclass config `ours` whose values `theirs` does not share
+    (those in `ignore` aside): what keeps one component's weights from loading into another."""
+    a, b = dataclasses.asdict(ours), dataclasses.asdict(theirs)
+    return [k for k in a if k not in ignore and a[k] != b.get(k)]
+
+
 def to_dict(config: Any) -> dict:
     """Dataclass -> plain JSON-able dict (tuples become lists)."""
     return json.loads(json.dumps(dataclasses.asdict(config)))

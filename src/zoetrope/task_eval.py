@@ -66,8 +66,9 @@ from .eval import SHEET_FRAMES, build_prompts, contact_sheet
 from .physics import physics_from_critique
 
 TASKS = ("animate", "extend-forward", "extend-backward", "long", "loop", "connect", "edit")
-# What a long clip's or a loop's windows holding its own frames are prompted with: the prompt,
-# the empty prompt (unguided), or the prompt without its direction, `a red circle`
+# What a long clip's or a loop's windows holding its own frames are prompted with: the model's
+# diffusion.continuation, the prompt, the empty prompt (unguided), the prompt without its
+# direction (`a red circle`), or with the direction the object moves in (`critic.moving_now`)
 CONTINUATIONS = ("model", "prompt", "empty", "undirected", "moving")
 SEAM_RADIUS = 2  # frames either side of a seam whose errors are the seam's
 SEAM_KINDS = ("vanishing", "duplicate", "teleport", "speed_change", "wall_pass", "bad_bounce")

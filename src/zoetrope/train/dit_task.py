@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import diffusion
-from ..config import ConfigError, DiTStageConfig, Recipe
+from ..config import ConfigError, DiTStageConfig, Recipe, differing_fields
 from ..data.factory import build_dataset
 from ..dit import DiT
 from ..patches import Packed, pack
@@ -60,8 +60,7 @@ def init_from_pipeline(module: DiTTrainee, path: str | Path) -> None:
         raise ConfigError(f"train.dit.init_from: {str(path)!r} is not a pipeline directory (no "
                           "dit/ in it)")
     dit = DiT.from_pretrained(path / "dit")
-    ours, theirs = dataclasses.asdict(module.dit.config), dataclasses.asdict(dit.config)
-    diff = [k for k in ours if ours[k] != theirs.get(k)]
+    diff = differing_fields(module.dit.config, dit.config)
     if diff:
         raise ConfigError(f"train.dit.init_from: {path}/dit differs from the recipe's DiT in "
                           f"{', '.join(diff)}")

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..config import ConfigError, Recipe, VAEStageConfig
+from ..config import ConfigError, Recipe, VAEStageConfig, differing_fields
 from ..data.factory import build_dataset
 from ..errors import atomic_write_dir
 from ..vae import CausalVAE, set_scaling_from_data, vae_loss
@@ -36,9 +36,7 @@ def init_from_vae(module: CausalVAE, path: str | Path) -> None:
         raise ConfigError(f"train.vae.init_from: {str(path)!r} is neither a VAE directory nor a "
                           "pipeline directory (no config.json or vae/config.json in it)")
     vae = CausalVAE.from_pretrained(path)
-    scaling = ("scaling_mean", "scaling_std")
-    ours, theirs = dataclasses.asdict(module.config), dataclasses.asdict(vae.config)
-    diff = [k for k in ours if k not in scaling and ours[k] != theirs.get(k)]
+    diff = differing_fields(module.config, vae.config, ignore=("scaling_mean", "scaling_std"))
     if diff:
         raise ConfigError(f"train.vae.init_from: {path} differs from the recipe's [vae] in "
                           f"{', '.join(diff)}")
