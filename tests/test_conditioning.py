@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from zoetrope.cli import main
-from zoetrope.conditioning import Task, encode, roundtrip
+from zoetrope.conditioning import Task, encode, loop_length, roundtrip
+from zoetrope.data.shapes import _centers, _draw_motion, shape_mask
 from zoetrope.data.video import read_video, write_video
 from zoetrope.config import ConfigError, DiffusionConfig
 from zoetrope.errors import UserError
@@ -269,6 +270,34 @@ def test_loop_remakes_the_end_so_it_leads_into_the_start(pipe):
     assert (last.t[:4] == 0).all() and (last.t[4:8] > 0).all() and (last.t[8:] == 0).all()
 
 
+def test_loop_length_finds_a_bouncing_objects_round_trip():
+    for seed in range(6):
+        motion = _draw_motion(np.random.default_rng(seed), 17, 64, 64, 16, "right")
+        centers = _centers(motion, 73)
+        video = np.zeros((73, 64, 64, 3), np.uint8)
+        for t, (x, y) in enumerate(centers):
+            video[t][shape_mask("circle", x, y, 16, 64, 64)] = 255
+        period = 2 * motion.room / motion.speed  # 24 .. 48 frames at the world's speeds
+        n = loop_length(video, 17, 65, 8)
+        assert min(abs(n - period), abs(n - 2 * period)) <= 0.5, (seed, n, period)
+    with pytest.raises(ValueError, match="cannot be searched"):
+        loop_length(video, 17, 70, 8)
+
+
+def test_a_loop_with_no_length_asked_is_cut_where_it_comes_back_to_its_start(pipe):
+    o = pipe.diffusion.window_overlap  # 1: the forward clip runs to 33 + 4 frames, 1 + 4k
+    plain, _ = make(pipe, Task(window=9), num_frames=37)
+    looped, _ = make(pipe, Task(loop=True, window=9))  # lengths 9 .. 33 (four windows)
+    n = loop_length(plain, 9, 33, 4 * o)
+    assert len(looped) == n and n < 37
+    start = n + 4 * o - 9  # the remade window: frame start, then new ones, then frames 0..3
+    assert np.array_equal(looped[:start + 1], plain[:start + 1])
+    assert not np.array_equal(looped[start + 1:], plain[start + 1:n])
+    two = pipe([PROMPT, "a blue square moving up"], task=Task(loop=True, window=9), seed=3,
+               progress=False).frames  # each prompt's clip cut at its own length
+    assert all(9 <= len(v) <= 33 for v in two)
+
+
 def test_connect_starts_as_a_and_ends_holding_b(pipe):
     a, b = clip(5, 1), clip(5, 2)
     steps = []
@@ -305,6 +334,11 @@ def test_edit_starts_its_grid_at_the_strength(pipe):
     (Task(image=clip(1)[0]), {"height": 18}, "height=18"),
     (Task(loop=True, connect=(clip(5), clip(5))), {}, "conflict"),
     (Task(video=clip(9), strength=0.5), {"num_frames": 17}, "--strength keeps the clip's length"),
+    (Task(loop=True, loop_lengths=(9, 33)), {"num_frames": 17}, "found takes no --frames"),
+    (Task(loop_lengths=(9, 33)), {}, "loop_lengths finds a loop's length: it needs --loop"),
+    (Task(loop=True, loop_lengths=(33, 9)), {}, "shortest <= longest"),
+    (Task(loop=True, video=clip(13), extend="forward", loop_lengths=(9, 33)), {},
+     "leaves nothing to generate"),
 ])
 def test_what_cannot_work_is_one_line(pipe, task, kw, message):
     with pytest.raises(UserError, match=message) as e:
@@ -328,15 +362,20 @@ def test_cli_tasks_write_clips_and_bad_ones_nothing(tmp_path, capsys, monkeypatc
     for name, flags in [("animate", ["--image", str(tmp_path / "first.png")]),
                         ("forward", ["--video", str(tmp_path / "a.mp4"), "--extend", "forward",
                                      "--frames", "13"]),
-                        ("long", ["--frames", "25"]), ("loop", ["--loop"]),
+                        ("long", ["--frames", "25"]), ("loop", ["--loop", "--frames", "13"]),
+                        ("found", ["--loop"]),
                         ("follow", ["--frames", "13", "--follow-motion"]),
                         ("connect", ["--connect", str(tmp_path / "first.png"),
                                      str(tmp_path / "b.mp4")]),
                         ("edit", ["--video", str(tmp_path / "a.mp4"), "--strength", "0.5"])]:
         out = tmp_path / f"{name}.mp4"
         assert main(["generate", *base, *flags, "-o", str(out)]) == 0
-        assert len(read_video(out)[0]) == {"forward": 13, "long": 25, "edit": 5,
-                                           "follow": 13}.get(name, 9)
+        frames = len(read_video(out)[0])
+        if name == "found":  # a loop's length found in one to four windows of 9
+            assert 9 <= frames <= 33
+        else:
+            assert frames == {"forward": 13, "long": 25, "edit": 5, "follow": 13,
+                              "loop": 13}.get(name, 9)
     capsys.readouterr()
     for flags, message in [(["--extend", "forward"], "--extend needs --video"),
                            (["--video", str(tmp_path / "a.mp4"), "--extend", "forward",

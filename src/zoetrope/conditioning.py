@@ -22,7 +22,10 @@ default the pipeline's default frames); o = `Task.overlap` latent frames (defaul
   them: an approximation at the seam.) Backward windows run back in time.
 - loop: the clip is made forward, then its last window is made again holding, after the output's
   last frame, the output's first 4o frames (encoded after a copy of frame 0, as the padding does):
-  the last frame leads into the first, and the held frames are not output twice.
+  the last frame leads into the first, and the held frames are not output twice. With no
+  length asked for (`Task.loop_lengths`), the clip is made forward to LOOP_WINDOWS windows and
+  each is cut where it comes back closest to its start (`loop_length`), so the remade end has
+  the least to mend: a bouncing object's round trip takes a length of its own (its speed).
 - connect: forward from A, the last window holding B at its end as backward does.
 - edit: the clip's latent noised to t = strength, then round(steps x strength) steps from there.
 Windows that hold the output's own earlier frames (a long clip's later windows, backward ones,
@@ -36,6 +39,7 @@ Clips are cut to 1 + 4k frames (forward and edit keep the first, backward and B 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Callable
 
@@ -55,6 +59,7 @@ from .patches import Packed, pack
 if TYPE_CHECKING:
     from .pipeline import TextToVideoPipeline
 
+LOOP_WINDOWS = 4  # a loop whose length is found is at most this many windows long (65 frames)
 Video = np.ndarray  # uint8 (B, T, H, W, 3): one clip per prompt
 Reader = Callable[[np.ndarray], str]  # one clip's held frames (G, H, W, 3) -> a window's prompt
 
@@ -69,6 +74,9 @@ class Task:
     extend: str | None = None  # "forward" or "backward" [--extend]
     connect: tuple[np.ndarray, np.ndarray] | None = None  # clips A and B, or lists [--connect]
     loop: bool = False  # [--loop]
+    # (loop) find its length in shortest..longest frames: where the clip made comes back closest
+    # to its start (`loop_length`); None: exactly the output's frames [--loop without --frames]
+    loop_lengths: tuple[int, int] | None = None
     strength: float | None = None  # SDEdit: noise the clip to t = strength [--strength]
     crop: bool = False  # centre-crop given frames of another aspect ratio [--crop]
     # latent frames a window holds of the one before; None: the model's diffusion.window_overlap
@@ -100,6 +108,13 @@ class Task:
             raise UserError("--video needs --extend forward|backward or --strength S")
         if self.loop and (self.connect is not None or self.extend == "backward"):
             raise UserError("--loop conflicts with --connect and --extend backward")
+        if self.loop_lengths is not None:
+            shortest, longest = self.loop_lengths
+            if not self.loop:
+                raise UserError("loop_lengths finds a loop's length: it needs --loop")
+            if not 5 <= shortest <= longest:
+                raise UserError(f"loop_lengths must be 5 <= shortest <= longest, got "
+                                f"{shortest}, {longest}")
         if self.overlap is not None and self.overlap < 1:
             raise UserError(f"overlap must be at least 1 latent frame, got {self.overlap}")
 
@@ -346,19 +361,42 @@ def _backward(run: _Run, frames: int, tail: Video) -> Video:
     return np.concatenate(out, 1)
 
 
-def _loop(run: _Run, video: Video) -> Video:
-    """`video` (B, N, H, W, 3) with its end made again so that its last frame leads into its
-    first: the last window holds, after frame N - 1, the frames 0..4o-1."""
-    n, o = video.shape[1], run.overlap
-    size = min(run.window, n + 4 * o)
-    start = n + 4 * o - size  # the window is output frames start..n-1, then the held frames
+def loop_length(clip: np.ndarray, shortest: int, longest: int, lead: int) -> int:
+    """The length n in shortest..longest at which `clip` (T, H, W, 3), T >= longest + lead,
+    comes back closest to its start: where its frames n..n+lead-1 differ least from its frames
+    0..lead-1 (mean squared difference; the shortest on a tie). A loop cut there needs the
+    least remade to lead its last frame into its first (video textures: Schoedl et al., 2000)."""
+    if lead < 1 or not 1 <= shortest <= longest or len(clip) < longest + lead:
+        raise ValueError(f"a clip of {len(clip)} frames cannot be searched for a loop of "
+                         f"{shortest}..{longest} frames leading into {lead} more")
+    x = clip[:longest + lead].astype(np.float32)
+    start = x[:lead]
+    cost = [float(np.mean(np.square(x[n:n + lead] - start))) for n in range(shortest, longest + 1)]
+    return shortest + int(np.argmin(cost))
+
+
+def default_loop_lengths(window: int) -> tuple[int, int]:
+    """The lengths a loop with no --frames is found in: one window to LOOP_WINDOWS windows."""
+    return window, 1 + LOOP_WINDOWS * (window - 1)
+
+
+def _loop(run: _Run, video: Video, lengths: list[int] | None = None) -> list[np.ndarray]:
+    """Each clip of `video` (B, T, H, W, 3) cut to its length n (`lengths`, default T) with its
+    end made again so that its last frame leads into its first: the last window holds, after
+    frame n - 1, the frames 0..4o-1."""
+    n = lengths or [video.shape[1]] * len(video)
+    o = run.overlap
+    size = min(run.window, min(n) + 4 * o)
     p = min(o, (size - 1 - 4 * o) // 4 - 1)  # latent frames it holds first, leaving one new
-    if n < 5 or p < 0:
+    if min(n) < 5 or p < 0:
         raise UserError(f"--loop needs at least 5 frames and a window of {5 + 4 * o}")
-    head = video[:, start:start + 1 + 4 * p]
+    # each window is output frames start..n-1, then the held frames
+    starts = [k + 4 * o - size for k in n]
+    head = np.stack([clip[a:a + 1 + 4 * p] for clip, a in zip(video, starts)])
     tail = np.concatenate([video[:, :1], video[:, :4 * o]], 1)  # frame 0 first: a still past
     again = _window(run.continuing(head), size, head, tail)
-    return np.concatenate([video[:, :start + 1 + 4 * p], again[:, 1 + 4 * p:size - 4 * o]], 1)
+    return [np.concatenate([clip[:a + 1 + 4 * p], end[1 + 4 * p:size - 4 * o]])
+            for clip, end, a in zip(video, again, starts)]
 
 
 def _edit(run: _Run, clip: Video, strength: float) -> Video:
@@ -378,6 +416,11 @@ def _edit(run: _Run, clip: Video, strength: float) -> Video:
 def output_frames(task: Task, num_frames: int | None) -> int | None:
     """The output's frames: an edit keeps its clip's usable length (1 + 4k), and asking for
     another length is an error rather than silently ignored."""
+    if task.loop_lengths is not None:
+        if num_frames is not None:
+            raise UserError("a loop whose length is found takes no --frames: give --frames "
+                            "for a loop of exactly that length")
+        return 1 + 4 * math.ceil((task.loop_lengths[1] - 1) / 4)
     if task.strength is None or task.video is None:
         return num_frames
     video = task.video[0] if isinstance(task.video, (list, tuple)) else task.video
@@ -457,8 +500,14 @@ def generate(pipe: TextToVideoPipeline, task: Task, sizes: list[tuple[int, int, 
         head = _images(run, task.image)
     if head is not None:
         _room(head.shape[1], frames, "--image" if task.image is not None else "--video")
-    video = _forward(run, frames, head, tail)
-    return list(_loop(run, video) if task.loop else video)
+    if task.loop_lengths is None:
+        video = _forward(run, frames, head, tail)
+        return _loop(run, video) if task.loop else list(video)
+    shortest, longest = task.loop_lengths  # room after the longest for the frames it leads into
+    if head is not None:
+        _room(head.shape[1], shortest, "--video")
+    video = _forward(run, 1 + 4 * math.ceil((longest + 4 * overlap - 1) / 4), head)
+    return _loop(run, video, [loop_length(v, shortest, longest, 4 * overlap) for v in video])
 
 
 def check_overlap(overlap: int, window: int) -> None:

@@ -49,8 +49,8 @@ from .data.video import SUPPORTED_WRITE, VideoError, write_video
 from .diffusion import (Callback, ModelFn, Noise, StepInfo, build_denoiser,
                         classifier_free_guidance, flow_q_sample, generator_noise, model_calls,
                         queued_noise, resolution_shift, sampler_from_config, sampling_grid)
-from .conditioning import (Given, Sampling, Task, as_task, edit_grid, generate, hold_given,
-                           output_frames, window_frames)
+from .conditioning import (Given, Sampling, Task, as_task, default_loop_lengths, edit_grid,
+                           generate, hold_given, output_frames, window_frames)
 from .dit import DiT
 from . import checks, memory
 from .errors import UserError
@@ -235,6 +235,10 @@ class TextToVideoPipeline:
         if task is None and sizes is None and num_frames is not None \
                 and num_frames > self.default_size[0]:
             task = Task()  # longer than the model's clips: window after window (conditioning)
+        if task is not None and task.loop and task.loop_lengths is None and num_frames is None:
+            # a loop with no length asked for: found where the clip comes back to its start
+            task = replace(task, loop_lengths=default_loop_lengths(
+                task.window or self.default_size[0]))
         num_frames = num_frames if task is None else output_frames(task, num_frames)
         if task is not None and task.continuation_prompt is None \
                 and self.diffusion.continuation == "moving":

@@ -8,11 +8,12 @@ and the task is given what a user would give, cut from that render:
   extend-forward   its first 1 + 4k frames (about half); output one window that starts with them
   extend-backward  its last 1 + 4k frames; output one window that ends with them
   long             the prompt alone; output `frames` frames (default 257), window after window
-  loop             the prompt alone; output `frames` frames (default two windows less one: 33)
-                   whose last frame leads into the first. A loop obeys the world's laws only if
-                   a round trip (to the far wall and back) takes exactly the clip's length: at
-                   64 px and the world's middle speed that is 32 frames, while 17 frames would
-                   need a speed above the world's range
+  loop             the prompt alone; output `frames` frames whose last frame leads into the
+                   first, or (by default) as many as the model finds the clip comes back to its
+                   start in (`conditioning.loop_length`, one to four windows: 17..65 frames). A
+                   loop obeys the world's laws only if a round trip (to the far wall and back)
+                   takes exactly the clip's length: at 64 px and the world's middle speed that
+                   is 32 frames, while 17 frames would need a speed above the world's range
   connect          its first 5 frames as A and its last 5 as B; output one window (A, gap, B)
   edit             the render in another colour (the next one in `COLORS`) as the clip, the
                    prompt's colour as the edit, at `strength` (default 0.6)
@@ -58,7 +59,7 @@ from typing import Callable, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from .conditioning import Task, check_overlap
+from .conditioning import Task, check_overlap, default_loop_lengths
 from .critic import INTACT_KINDS, critique, find_bar, has_occluder, moving_now, parse_prompt
 from .data.shapes import COLORS, render_clip, undirected
 from .errors import UserError, atomic_write, atomic_write_text
@@ -90,8 +91,9 @@ CHECKS = {"animate": ("given", "followed", "intact"),
           "connect": ("given", "intact", "seams"),
           "edit": ("followed", "intact", "path")}
 
-# generate(cases, seed) -> uint8 (B, T, H, W, 3); roundtrip(clip (T, H, W, 3)) -> the VAE's copy
-Generate = Callable[[list["Case"], int], np.ndarray]
+# generate(cases, seed) -> one uint8 clip (T, H, W, 3) per case (an array (B, T, H, W, 3), or a
+# list where lengths differ); roundtrip(clip (T, H, W, 3)) -> the VAE's copy
+Generate = Callable[[list["Case"], int], "np.ndarray | list[np.ndarray]"]
 Roundtrip = Callable[[np.ndarray], np.ndarray]
 
 
@@ -111,7 +113,7 @@ class Case:
 
     index: int
     prompt: str  # what the generation is asked
-    frames: int  # output frames
+    frames: int | None  # output frames; None: the model finds them (a loop's length)
     source: np.ndarray  # the render given frames are cut from (T, H, W, 3); the truth to compare
     source_prompt: str
     task: Task  # given frames of this one clip (long: none, only how windows overlap)
@@ -186,8 +188,9 @@ def build_cases(task: str, clips: int, seed: int, size: tuple[int, int, int],
     if not 0 < strength <= 1:
         raise UserError(f"strength must be in (0, 1], got {strength}")
     check_overlap(overlap, window)
-    total = {"long": frames or 257, "loop": frames or 2 * window - 1}.get(task, window)
-    if task in ("long", "loop") and (total <= window or (total - 1) % 4):
+    found = task == "loop" and frames is None  # the loop's length found by the model
+    total = {"long": frames or 257, "loop": frames or window}.get(task, window)
+    if task in ("long", "loop") and not found and (total <= window or (total - 1) % 4):
         raise UserError(f"--task {task} needs more frames than a window ({window}), 1 + 4k; "
                         f"got {total}")
     cases = []
@@ -197,7 +200,7 @@ def build_cases(task: str, clips: int, seed: int, size: tuple[int, int, int],
         clip = render_clip(total, h, w, color, target.shape, target.direction, seed=seed + i,
                            **SPLITS[split])
         src, g = clip.frames, _given_length(window)
-        case = Case(i, prompt, total, src, clip.caption, None,
+        case = Case(i, prompt, None if found else total, src, clip.caption, None,
                     object_size=clip.objects[0].size)
         if task == "animate":
             case.task, case.given = Task(image=src[0]), [Span(0, 0, 1)]
@@ -220,8 +223,9 @@ def build_cases(task: str, clips: int, seed: int, size: tuple[int, int, int],
             case.path_frames = list(range(total))
         elif task == "loop":
             case.task = Task(loop=True, overlap=overlap,
-                             continuation_prompt=_continuation(continuation, prompt))
-            case.wrap, case.seams = True, [total]
+                             continuation_prompt=_continuation(continuation, prompt),
+                             loop_lengths=default_loop_lengths(window) if found else None)
+            case.wrap = True  # the seam is where the clip wraps: its length
         else:  # long
             case.task = Task(overlap=overlap,
                              continuation_prompt=_continuation(continuation, prompt))
@@ -249,7 +253,7 @@ def judge(case: Case, video: np.ndarray, roundtrip: Roundtrip | None = None) -> 
     """One clip's record: each check of its task, the numbers behind them, and the verdict."""
     video = np.asarray(video)
     n, h, w = video.shape[:3]
-    if n != case.frames:
+    if case.frames is not None and n != case.frames:
         raise UserError(f"clip {case.index}: expected {case.frames} frames, got {n}")
     checks, numbers = {}, {}
     verdict = critique(video, case.prompt)
@@ -265,10 +269,12 @@ def judge(case: Case, video: np.ndarray, roundtrip: Roundtrip | None = None) -> 
                 rt_err = max(rt_err, _mae(back, case.source[s.first:s.stop]))
         numbers["given_error"], numbers["roundtrip_error"] = round(out_err, 3), round(rt_err, 3)
         checks["given"] = out_err <= rt_err + GIVEN_SLACK
+    seams = case.seams
     if case.wrap:  # the clip followed by itself: the wrap is a seam
         errors = critique(np.concatenate([video, video]), case.prompt).errors
+        seams = [n]
     seam_hits = sorted({(t, k) for k in SEAM_KINDS for t in errors.get(k, ())
-                        for s in case.seams if abs(t - s) <= SEAM_RADIUS})
+                        for s in seams if abs(t - s) <= SEAM_RADIUS})
     checks["seams"] = not seam_hits
     numbers["seam_errors"] = [f"{k}@{t}" for t, k in seam_hits]
     if case.windows:
@@ -380,10 +386,13 @@ def run_task_eval(task: str, generate: Generate, out_dir: str | Path, clips: int
               disable=not progress) as bar:
         for start in range(0, clips, batch_size):
             batch = cases[start:start + batch_size]
-            video = np.asarray(generate(batch, seed + start))
-            if video.shape[:2] != (len(batch), batch[0].frames) or video.dtype != np.uint8:
-                raise UserError(f"generate must return uint8 ({len(batch)}, {batch[0].frames}, "
-                                f"H, W, 3), got {video.dtype} {video.shape}")
+            video = [np.asarray(v) for v in generate(batch, seed + start)]
+            if len(video) != len(batch) or any(
+                    v.dtype != np.uint8 or v.ndim != 4 or c.frames not in (None, len(v))
+                    for v, c in zip(video, batch)):
+                raise UserError(f"generate must return {len(batch)} uint8 clips (T, H, W, 3) of "
+                                f"{batch[0].frames or 'any'} frames, got "
+                                f"{[(str(v.dtype), v.shape) for v in video]}")
             for case, clip in zip(batch, video):
                 record = judge(case, clip, roundtrip)
                 record["seed"] = seed + start
@@ -394,7 +403,8 @@ def run_task_eval(task: str, generate: Generate, out_dir: str | Path, clips: int
             bar.update(len(batch))
     report = {"config": {"task": task, "split": split, "holdout": list(holdout),
                          "clips": clips, "seed": seed, "size": list(size),
-                         "frames": cases[0].frames, "strength": strength if task == "edit"
+                         "frames": cases[0].frames, "loop_lengths": cases[0].task.loop_lengths,
+                         "strength": strength if task == "edit"
                          else None, "overlap": overlap if task in ("long", "loop") else None,
                          "continuation": continuation if task in ("long", "loop") else None,
                          "batch_size": batch_size},
@@ -435,6 +445,7 @@ def totals(records: list[dict], task: str) -> dict:
                 and r["error_by_frame"][t] is not None]
         by_frame.append(round(float(np.mean(seen)), 3) if seen else None)
     return {"clips": n, "passed": passed, "pass_rate": passed / n, "checks": checks,
+            "mean_frames": round(float(np.mean([r["frames"] for r in records])), 2),
             "means": means, "seam_errors": seam_kinds, "clips_with_error": errors,
             "physics_error_by_frame": by_frame}
 
@@ -445,7 +456,7 @@ def markdown(report: dict) -> str:
     n = t["clips"]
     lines = [f"# Task eval: {cfg['task']}", "",
              f"{n} clips, seed {cfg['seed']}, window {'x'.join(map(str, cfg['size']))}, "
-             f"output {cfg['frames']} frames" + (f", strength {cfg['strength']}"
+             f"output {_frames(cfg, t)} frames" + (f", strength {cfg['strength']}"
                                                  if cfg["strength"] is not None else "") + ".",
              "", f"**Pass rate: {100 * t['pass_rate']:.1f}%** ({t['passed']} / {n}): every "
              f"check of the task holds ({', '.join(t['checks'])}; see `zoetrope.task_eval`).",
@@ -469,6 +480,14 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _frames(config: dict, totals: dict) -> str:
+    """A report's output frames: the count, or a found loop's range and mean."""
+    if config["frames"] is not None:
+        return str(config["frames"])
+    shortest, longest = config["loop_lengths"]
+    return f"{shortest}..{longest} (found; mean {totals['mean_frames']:.1f})"
+
+
 def run_splits(task: str, generate: Generate, out_dir: str | Path, splits: Sequence[str],
                **kw) -> dict[str, dict]:
     """`run_task_eval` for each split into out_dir/SPLIT, then out_dir/splits.md (one table, the
@@ -489,7 +508,7 @@ def splits_markdown(task: str, reports: dict[str, dict]) -> str:
     keys = [k for k in keys if any(k in r["totals"]["means"] for r in reports.values())]
     lines = [f"# Task eval by split: {task}", "",
              f"Seed {first['config']['seed']}, window {'x'.join(map(str, first['config']['size']))}"
-             f", output {first['config']['frames']} frames. Splits: `zoetrope.task_eval.SPLITS`.",
+             f", output {_frames(first['config'], first['totals'])} frames. Splits: `zoetrope.task_eval.SPLITS`.",
              "", "| split | clips | pass | " + " | ".join(checks + keys) + " |",
              "|---" * (3 + len(checks) + len(keys)) + "|"]
     for name, r in reports.items():
