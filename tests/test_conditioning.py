@@ -174,9 +174,9 @@ def test_a_model_that_continues_moving_reads_its_windows_by_default(monkeypatch,
 
     read = []
 
-    def moving_now(prompt):
+    def moving_now(prompt, at="end"):
         zoetrope.critic.parse_prompt(prompt)  # as the real one: outside the grammar, UserError
-        return lambda frames: read.append(prompt) or "a red circle moving left"
+        return lambda frames: read.append(prompt) or f"a red circle moving left ({at})"
 
     monkeypatch.setattr(zoetrope.critic, "moving_now", moving_now)
     pipe = tiny_pipeline(continuation="moving")
@@ -186,14 +186,18 @@ def test_a_model_that_continues_moving_reads_its_windows_by_default(monkeypatch,
     encode = pipe.encode_text
     monkeypatch.setattr(pipe, "encode_text", lambda prompts: asked.append(prompts) or encode(prompts))
     make(pipe, Task(window=9), num_frames=17)
-    assert read == [PROMPT, PROMPT] and asked[1:] == [["a red circle moving left"]] * 2
+    assert read == [PROMPT, PROMPT] and asked[1:] == [["a red circle moving left (end)"]] * 2
     del asked[:]
     pipe(["a cat", PROMPT], num_frames=13, progress=False, task=Task(window=9))
-    assert asked[1] == ["a cat", "a red circle moving left"]
+    assert asked[1] == ["a cat", "a red circle moving left (end)"]
     del asked[:]
     make(pipe, Task(window=9, continuation_prompt="a blue square"), num_frames=13)
     assert asked[1:] == [["a blue square"]] and len(read) == 3
-    with pytest.raises(ConfigError, match="diffusion.continuation must be 'prompt' or 'moving'"):
+    pipe.diffusion = replace(pipe.diffusion, continuation="moving-start")  # the held frames' start
+    del asked[:]
+    make(pipe, Task(window=9), num_frames=13)
+    assert asked[1:] == [["a red circle moving left (start)"]]
+    with pytest.raises(ConfigError, match="diffusion.continuation must be 'prompt', 'moving' or"):
         DiffusionConfig(continuation="forward")
 
 

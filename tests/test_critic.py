@@ -383,16 +383,19 @@ def test_moving_now_reads_the_direction_at_the_end_of_the_frames(direction):
     moves in at their end (the true one from the render, before and after each bounce); frames
     without the object keep the prompt's."""
     clip = render_clip(65, 64, 64, "red", "square", direction, seed=1)
-    read = moving_now(clip.caption)
+    read, read_start = moving_now(clip.caption), moving_now(clip.caption, at="start")
     axis = 0 if direction in ("left", "right") else 1
     names = ("left", "right") if axis == 0 else ("up", "down")
-    seen = set()
+    seen, differ = set(), 0
     for start in range(0, 60, 3):
-        step = clip.objects[0].centers[start + 4, axis] - clip.objects[0].centers[start + 3, axis]
-        truth = names[int(step > 0)]
+        at = clip.objects[0].centers[:, axis]
+        truth = names[int(at[start + 4] > at[start + 3])]  # the last step's way
+        first = names[int(at[start + 1] > at[start])]
         seen.add(truth)
+        differ += truth != first
         assert read(clip.frames[start:start + 5]) == f"a red square moving {truth}"
-    assert len(seen) == 2  # it bounced in these 65 frames
+        assert read_start(clip.frames[start:start + 5]) == f"a red square moving {first}"
+    assert len(seen) == 2 and differ  # it bounced in these 65 frames, some inside 5 frames
     two = "a red square moving left and a blue circle moving up behind a gray bar"
     assert moving_now(two)(clip.frames[:5]).endswith(" and a blue circle moving up behind a gray "
                                                      "bar")

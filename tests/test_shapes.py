@@ -286,3 +286,18 @@ def test_undirected_continuing_clips_keep_colour_and_shape_in_the_caption():
         assert a.caption == (f"a {o.color} {o.shape}" if b.caption == "" else b.caption)
     with pytest.raises(UserError, match="continuing caption"):
         ShapesWorld(continuing_caption="sideways")
+
+
+def test_moving_continuing_clips_state_the_direction_of_their_first_step():
+    world = ShapesWorld(sizes=[(17, 64, 64)], seed=2, continuing=1.0, continuing_caption="moving")
+    turned = 0
+    for i in range(80):
+        clip = world.clip(i)
+        for obj, part in zip(clip.objects, clip.caption.split(" and ")):
+            said = part.split()[-1]
+            step = obj.centers[1] - obj.centers[0]
+            assert part.startswith(f"a {obj.color} {obj.shape} moving ")
+            assert step @ np.array({"left": (-1, 0), "right": (1, 0), "up": (0, -1),
+                                    "down": (0, 1)}[said]) > 0  # the way it goes now
+            turned += said != obj.direction  # against the direction its motion was drawn with
+    assert 15 <= turned <= 65

@@ -19,7 +19,8 @@ from .errors import UserError
 
 # zoetrope.task_eval.TASKS, spelled out so that `zoetrope --help` imports no torch
 EVAL_TASKS = ("animate", "extend-forward", "extend-backward", "long", "loop", "connect", "edit")
-EVAL_CONTINUATIONS = ("model", "prompt", "empty", "undirected", "moving")  # task_eval.CONTINUATIONS
+# task_eval.CONTINUATIONS
+EVAL_CONTINUATIONS = ("model", "prompt", "empty", "undirected", "moving", "moving-start")
 EVAL_SPLITS = ("in", "ood-slow", "ood-fast", "ood-small", "ood-large", "combo")  # task_eval.SPLITS
 
 
@@ -442,7 +443,8 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
                    "what windows holding the output's own frames are prompted with: the model's "
                    "diffusion.continuation (default), the prompt, the empty prompt, the prompt "
                    "without its direction (generate's --continuation-prompt), or the prompt with "
-                   "the direction the object moves in there (generate's --follow-motion)")
+                   "the direction the object moves in at the end of the frames held (generate's "
+                   "--follow-motion) or at their start")
     p.add_argument("--out", default="outputs/eval", help="report directory")
     p.add_argument("--json", action="store_true", help="print the totals as JSON")
     p.set_defaults(func=cmd_eval)

@@ -222,7 +222,8 @@ class DiffusionConfig:
     # end) are prompted with when the caller gives no continuation prompt: "prompt", the prompt;
     # "moving", for shapes-world captions, which state the direction at a clip's start: the
     # prompt with the direction each object moves in the frames the window holds
-    # (`critic.moving_now`; prompts outside its grammar keep the prompt)
+    # (`critic.moving_now`; prompts outside its grammar keep the prompt), at their end;
+    # "moving-start", at their start (the step a fresh clip's caption states)
     continuation: str = "prompt"
     # latent frames each later window of a long clip (or a loop's remade end) holds of the one
     # before, when the caller gives none (`Task.overlap`, --overlap): the last 1 + 4 x this frames
@@ -248,9 +249,9 @@ class DiffusionConfig:
                               f"got {self.motion_guidance_scale}")
         if self.guide_given_frames and self.objective != "flow":
             raise ConfigError("diffusion.guide_given_frames needs objective = 'flow'")
-        if self.continuation not in ("prompt", "moving"):
-            raise ConfigError(f"diffusion.continuation must be 'prompt' or 'moving', "
-                              f"got {self.continuation!r}")
+        if self.continuation not in ("prompt", "moving", "moving-start"):
+            raise ConfigError(f"diffusion.continuation must be 'prompt', 'moving' or "
+                              f"'moving-start', got {self.continuation!r}")
         lo, hi = self.guidance_interval if len(self.guidance_interval) == 2 else (1.0, 0.0)
         if not 0.0 <= lo < hi <= 1.0:
             raise ConfigError(f"diffusion.guidance_interval must be [lo, hi] with 0 <= lo < hi <= 1, "
@@ -297,7 +298,9 @@ class DataConfig:
     # Shapes world: the share of clips that start 1..64 frames into their motion, with the empty
     # caption, as a long clip's later windows do (not with collide or occluder)
     continuing: float = 0.0
-    continuing_caption: str = "empty"  # or "undirected": `a red circle`, the direction left out
+    # or "undirected": `a red circle`, the direction left out; or "moving": the direction the
+    # object moves in at the window's start (data.shapes.moving_caption)
+    continuing_caption: str = "empty"
     # DataLoader worker processes that fetch samples ahead of the step (real clips decode in
     # ~0.5 s each); 0 fetches in the training process; -1 picks for the hardware
     # (`hardware.default_num_workers`). Never changes what is trained, only when it is fetched.
@@ -308,9 +311,9 @@ class DataConfig:
                                     "continuing": "in [0, 1]"})
         if self.continuing and (self.collide or self.occluder):
             raise ConfigError("data.continuing must be 0 with data.collide or data.occluder")
-        if self.continuing_caption not in ("empty", "undirected"):
-            raise ConfigError(f"data.continuing_caption must be \"empty\" or \"undirected\", "
-                              f"got {self.continuing_caption!r}")
+        if self.continuing_caption not in ("empty", "undirected", "moving"):
+            raise ConfigError(f"data.continuing_caption must be \"empty\", \"undirected\" or "
+                              f"\"moving\", got {self.continuing_caption!r}")
         check_sizes(self.sizes, "data.sizes")
         for name, top in (("speed_range", 0.5), ("object_scale", 1.0)):
             r = getattr(self, name)

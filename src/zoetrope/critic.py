@@ -667,26 +667,33 @@ def critique(frames: np.ndarray, prompt: str) -> Critique:
 _MOVING_RE = re.compile(r"\b(moving|moves) (%s)\b" % "|".join(DIRECTIONS), re.IGNORECASE)
 
 
-def moving_now(prompt: str) -> Callable[[np.ndarray], str]:
+def moving_now(prompt: str, at: str = "end") -> Callable[[np.ndarray], str]:
     """A reader of the way objects move (`Task.continuation_prompt`, generate's
     --follow-motion): for frames (G, H, W, 3), `prompt` with each object's direction replaced
-    by the one it moves in at their end, as the critic tracks it (the prompt's own where the
-    last step it is seen in does not say: unseen, or moving under half a pixel per frame along
-    the prompt's axis). A caption's direction is the one at its clip's start, so a long
-    clip's window that starts after a bounce is prompted with the way the object goes now."""
+    by the one it moves in at their end (`at="start"`: at their start, the step a fresh clip's
+    caption states), as the critic tracks it (the prompt's own where that step does not say:
+    unseen, or moving under half a pixel per frame along the prompt's axis). A caption's
+    direction is the one at its clip's start, so a long clip's window that starts after a
+    bounce is prompted with the way the object goes now."""
+    if at not in ("start", "end"):
+        raise ValueError(f"at must be 'start' or 'end', got {at!r}")
     targets = parse_prompt(prompt)
 
     def read(frames: np.ndarray) -> str:
         objects = critique(frames, prompt).objects
-        now = iter([_direction_at_end(o.centers, t.direction) for t, o in zip(targets, objects)])
+        now = iter([_direction_of_step(o.centers, t.direction, at == "end")
+                    for t, o in zip(targets, objects)])
         return _MOVING_RE.sub(lambda m: f"{m[1]} {next(now)}", prompt)
 
     return read
 
 
-def _direction_at_end(centers: list[tuple[float, float] | None], direction: str) -> str:
-    """The direction, on the axis of `direction`, of the last step an object is seen in."""
-    seen = [(t, np.array(c)) for t, c in enumerate(centers) if c is not None][-2:]
+def _direction_of_step(centers: list[tuple[float, float] | None], direction: str,
+                       last: bool) -> str:
+    """The direction, on the axis of `direction`, of the last (or first) step an object is seen
+    in."""
+    seen = [(t, np.array(c)) for t, c in enumerate(centers) if c is not None]
+    seen = seen[-2:] if last else seen[:2]
     if len(seen) < 2:
         return direction
     (t0, a), (t1, b) = seen[0], seen[-1]

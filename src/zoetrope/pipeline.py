@@ -241,8 +241,9 @@ class TextToVideoPipeline:
                 task.window or self.default_size[0]))
         num_frames = num_frames if task is None else output_frames(task, num_frames)
         if task is not None and task.continuation_prompt is None \
-                and self.diffusion.continuation == "moving":
-            task = replace(task, continuation_prompt=[_moving(p) for p in prompts])
+                and self.diffusion.continuation != "prompt":
+            at = "start" if self.diffusion.continuation == "moving-start" else "end"
+            task = replace(task, continuation_prompt=[_moving(p, at) for p in prompts])
         pixel_sizes = self.prepare_sizes(len(prompts), num_frames, height, width, sizes)
         shapes = [self.latent_shape(s) for s in pixel_sizes]
         steps = checks.integer("num_inference_steps", self.diffusion.num_inference_steps
@@ -447,12 +448,13 @@ def to_uint8(pixels: Tensor) -> list[np.ndarray]:
     return list(frames.permute(0, 2, 3, 4, 1).cpu().numpy())
 
 
-def _moving(prompt: str):
-    """`diffusion.continuation = "moving"`: the continuation reader of a shapes-world prompt
-    (`critic.moving_now`), or the prompt itself where the critic's grammar does not take it."""
+def _moving(prompt: str, at: str = "end"):
+    """`diffusion.continuation = "moving"` (or "moving-start": `at`): the continuation reader of
+    a shapes-world prompt (`critic.moving_now`), or the prompt itself where the critic's grammar
+    does not take it."""
     from .critic import moving_now
     try:
-        return moving_now(prompt)
+        return moving_now(prompt, at)
     except UserError:
         return prompt
 

@@ -69,8 +69,9 @@ from .physics import physics_from_critique
 TASKS = ("animate", "extend-forward", "extend-backward", "long", "loop", "connect", "edit")
 # What a long clip's or a loop's windows holding its own frames are prompted with: the model's
 # diffusion.continuation, the prompt, the empty prompt (unguided), the prompt without its
-# direction (`a red circle`), or with the direction the object moves in (`critic.moving_now`)
-CONTINUATIONS = ("model", "prompt", "empty", "undirected", "moving")
+# direction (`a red circle`), or with the direction the object moves in (`critic.moving_now`) at
+# the end of the frames a window holds, or at their start
+CONTINUATIONS = ("model", "prompt", "empty", "undirected", "moving", "moving-start")
 SEAM_RADIUS = 2  # frames either side of a seam whose errors are the seam's
 SEAM_KINDS = ("vanishing", "duplicate", "teleport", "speed_change", "wall_pass", "bad_bounce")
 GIVEN_SLACK = 2.0  # uint8 levels a given frame may be further off than the VAE's round trip
@@ -325,8 +326,8 @@ def _kind(case: Case) -> str:
 
 def _continuation(kind: str, prompt: str) -> str | None:
     """`Task.continuation_prompt` of a `CONTINUATIONS` kind for `prompt`."""
-    if kind == "moving":
-        return moving_now(prompt)
+    if kind in ("moving", "moving-start"):
+        return moving_now(prompt, "start" if kind == "moving-start" else "end")
     return {"model": None, "prompt": prompt, "empty": "",  # "model": diffusion.continuation
             "undirected": undirected(prompt)}[kind]
 

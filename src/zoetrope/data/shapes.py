@@ -33,8 +33,10 @@ their prompts. The exact specification:
   moving either way along its axis. Such a clip is what a long clip's later windows continue; in
   `ShapesWorld` its caption is empty, or with `continuing_caption = "undirected"` the caption
   without its directions, `a red circle` (the stated direction is the motion's at frame -k, not
-  the window's); k is drawn uniformly in 1..CONTINUING_SKIP, more than a round trip at the
-  world's slowest speed.
+  the window's), or with `"moving"` the caption with each object's direction over the window's
+  first step, frame 0 to 1 (as a fresh clip's caption states it; a one-frame window keeps the
+  drawn one); k is drawn uniformly in 1..CONTINUING_SKIP, more than a round trip at the world's
+  slowest speed.
 
 Two opt-in options (off, every render is byte-identical to the world above; both need frames of
 at least MIN_SIDE = 8 px a side). Their draws replace the second-object draws above, so a seed
@@ -115,7 +117,7 @@ TRIES = 100  # draws tried before giving up on a constraint
 CLEARANCE = 2  # px of background between the bar and each object box in frames 0 and 1
 CONTACT_GAP = 2  # frames: collisions happen this far from any frame with an object at the bar
 CONTINUING_SKIP = 64  # continuing clips start 1..64 frames into their motion
-CONTINUING_CAPTIONS = ("empty", "undirected")  # a continuing clip's caption
+CONTINUING_CAPTIONS = ("empty", "undirected", "moving")  # a continuing clip's caption
 
 
 def free_steps(frames: int) -> int:
@@ -300,6 +302,22 @@ def render_clip(frames: int, height: int, width: int, color: str | None = None,
         caption += OCCLUDER_SUFFIX
     return ShapesClip(frames=video, caption=caption, objects=objects, occluder=bar,
                       contacts=contacts)
+
+
+def moving_caption(clip: ShapesClip) -> str:
+    """The caption of `clip` (without collide or occluder) with each object's direction the one
+    it moves in over frames 0 to 1 (the drawn one where the clip has one frame, or it stands)."""
+    def now(o: ShapeObject) -> str:
+        if len(o.centers) < 2:
+            return o.direction
+        step = o.centers[1] - o.centers[0]
+        axis = 0 if o.direction in ("left", "right") else 1
+        if step[axis] == 0:
+            return o.direction
+        return ("right" if axis == 0 else "down") if step[axis] > 0 else \
+            ("left" if axis == 0 else "up")
+
+    return " and ".join(f"a {o.color} {o.shape} moving {now(o)}" for o in clip.objects)
 
 
 def _draw_object(rng: np.random.Generator, frames: int, height: int, width: int, size: int,
@@ -630,8 +648,9 @@ class ShapesWorld(ProceduralWorld):
                                occluder=bar, speed_range=self.speed_range, scale=scale, skip=skip)
             if not any(held_out(o, self.holdout) for o in clip.objects):
                 if skip:  # the caption's direction held at frame -skip, not here
-                    clip.caption = (undirected(clip.caption)
-                                    if self.continuing_caption == "undirected" else "")
+                    clip.caption = {"undirected": undirected(clip.caption),
+                                    "moving": moving_caption(clip)}.get(
+                                        self.continuing_caption, "")
                 return clip
             seed = int(rng.integers(2**63))
         raise UserError("the held-out combinations leave (almost) nothing to train on")
