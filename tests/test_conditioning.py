@@ -288,12 +288,25 @@ def test_loop_length_finds_a_bouncing_objects_round_trip():
         loop_length(video, 17, 70, 8)
 
 
-def test_a_loop_with_no_length_asked_is_cut_where_it_comes_back_to_its_start(pipe):
+def test_a_loop_with_no_length_asked_is_cut_where_it_comes_back_to_its_start(pipe, monkeypatch):
+    import zoetrope.conditioning as conditioning
+
     o = pipe.diffusion.window_overlap  # 1: the forward clip runs to 33 + 4 frames, 1 + 4k
     plain, _ = make(pipe, Task(window=9), num_frames=37)
+    tails, window = [], conditioning._window
+
+    def spy(run, frames, head=None, tail=None):
+        tails.append(tail)
+        return window(run, frames, head, tail)
+
+    monkeypatch.setattr(conditioning, "_window", spy)
     looped, _ = make(pipe, Task(loop=True, window=9))  # lengths 9 .. 33 (four windows)
     n = loop_length(plain, 9, 33, 4 * o)
     assert len(looped) == n and n < 37
+    # the remade end holds frames 0..3, encoded after the forward clip's frame n - 1 (the one
+    # before its frame n, which came back near frame 0) rather than a still frame 0
+    assert np.array_equal(tails[-1][0], np.concatenate([plain[n - 1:n], plain[:4 * o]]))
+    monkeypatch.undo()
     start = n + 4 * o - 9  # the remade window: frame start, then new ones, then frames 0..3
     assert np.array_equal(looped[:start + 1], plain[:start + 1])
     assert not np.array_equal(looped[start + 1:], plain[start + 1:n])

@@ -393,7 +393,11 @@ def _loop(run: _Run, video: Video, lengths: list[int] | None = None) -> list[np.
     # each window is output frames start..n-1, then the held frames
     starts = [k + 4 * o - size for k in n]
     head = np.stack([clip[a:a + 1 + 4 * p] for clip, a in zip(video, starts)])
-    tail = np.concatenate([video[:, :1], video[:, :4 * o]], 1)  # frame 0 first: a still past
+    # the held frames 0..4o-1 are encoded after a past frame: where the clip goes on past its
+    # length n (a found loop), its frame n - 1, the one before frame n that came back near
+    # frame 0; else frame 0 again, a still past (as the causal padding is)
+    past = np.stack([clip[k - 1] if len(clip) > k else clip[0] for clip, k in zip(video, n)])
+    tail = np.concatenate([past[:, None], video[:, :4 * o]], 1)
     again = _window(run.continuing(head), size, head, tail)
     return [np.concatenate([clip[:a + 1 + 4 * p], end[1 + 4 * p:size - 4 * o]])
             for clip, end, a in zip(video, again, starts)]
