@@ -25,7 +25,9 @@ default the pipeline's default frames); o = `Task.overlap` latent frames (defaul
   the last frame leads into the first, and the held frames are not output twice. With no
   length asked for (`Task.loop_lengths`), the clip is made forward to LOOP_WINDOWS windows and
   each is cut where it comes back closest to its start (`loop_length`), so the remade end has
-  the least to mend: a bouncing object's round trip takes a length of its own (its speed).
+  the least to mend: a bouncing object's round trip takes a length of its own (its speed). The
+  held first frames are then encoded after the clip's frame n - 1 rather than a still frame 0:
+  the frame before the one that came back near frame 0.
 - connect: forward from A, the last window holding B at its end as backward does.
 - edit: the clip's latent noised to t = strength, then round(steps x strength) steps from there.
 Windows that hold the output's own earlier frames (a long clip's later windows, backward ones,
