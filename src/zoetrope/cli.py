@@ -433,8 +433,8 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
                    help="--task: a combination the model's recipe held out (data.holdout; "
                    "repeatable, * = any): the combo split asks only these, the others never")
     p.add_argument("--frames", type=_integer(2), help="--task long or loop: output frames "
-                   "(default 257 for long; for loop, found where each clip comes back to its start, "
-                   "one to four windows)")
+                   "(default 257 for long; for loop, found where each clip comes back to its "
+                   "start, one to four windows)")
     p.add_argument("--strength", type=_real(), help="--task edit: SDEdit strength (default 0.6)")
     p.add_argument("--overlap", type=_integer(1), help="--task long or loop: latent frames a "
                    "window holds of the one before (default: the model's "
@@ -500,9 +500,9 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
                    "(--strength)")
     p.add_argument("--extend", choices=["forward", "backward"], help="with --video: the output "
                    "holds the clip at its start (forward) or end (backward) and continues it")
-    p.add_argument("--loop", action="store_true", help="the last frame leads into the first; with no "
-                   "--frames its length is found where the clip comes back closest to its start "
-                   "(one to four windows: 17..65 frames for the bundled model)")
+    p.add_argument("--loop", action="store_true", help="the last frame leads into the first; "
+                   "with no --frames its length is found where the clip comes back closest to "
+                   "its start (one to four windows: 17..65 frames for the bundled model)")
     p.add_argument("--connect", nargs=2, metavar=("A.mp4", "B.mp4"), help="the output starts as "
                    "A and ends as B")
     p.add_argument("--strength", type=float, metavar="S", help="with --video: SDEdit, noise the "

@@ -9,8 +9,8 @@ and the task is given what a user would give, cut from that render:
   extend-backward  its last 1 + 4k frames; output one window that ends with them
   long             the prompt alone; output `frames` frames (default 257), window after window
   loop             the prompt alone; output `frames` frames whose last frame leads into the
-                   first, or (by default) as many as the model finds the clip comes back to its
-                   start in (`conditioning.loop_length`, one to four windows: 17..65 frames). A
+                   first, or by default as many as the clip made takes to come back closest to
+                   its start (`conditioning.loop_length`, one to four windows: 17..65 frames). A
                    loop obeys the world's laws only if a round trip (to the far wall and back)
                    takes exactly the clip's length: at 64 px and the world's middle speed that
                    is 32 frames, while 17 frames would need a speed above the world's range
@@ -509,7 +509,8 @@ def splits_markdown(task: str, reports: dict[str, dict]) -> str:
     keys = [k for k in keys if any(k in r["totals"]["means"] for r in reports.values())]
     lines = [f"# Task eval by split: {task}", "",
              f"Seed {first['config']['seed']}, window {'x'.join(map(str, first['config']['size']))}"
-             f", output {_frames(first['config'], first['totals'])} frames. Splits: `zoetrope.task_eval.SPLITS`.",
+             f", output {_frames(first['config'], first['totals'])} frames. "
+             "Splits: `zoetrope.task_eval.SPLITS`.",
              "", "| split | clips | pass | " + " | ".join(checks + keys) + " |",
              "|---" * (3 + len(checks) + len(keys)) + "|"]
     for name, r in reports.items():
