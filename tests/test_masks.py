@@ -66,3 +66,26 @@ def test_the_dit_task_keeps_the_tokens_of_given_frames(vae_dir, tmp_path):  # no
         given = set(frames[mine & keep].tolist())
         assert given and given == set(range(min(given), 3)) and min(given) >= 1
         assert not (mine & ~keep & (frames >= min(given))).any()
+
+
+def test_continuing_clips_always_train_with_a_prefix_given(vae_dir, tmp_path):  # noqa: F811
+    from zoetrope.patches import pack
+    from zoetrope.train import stage_loop
+
+    with pytest.raises(ConfigError, match="continuing_given needs continuing clips"):
+        stage_loop(dit_recipe(vae_dir, "--train.dit.continuing_given=true"), "dit", tmp_path / "x",
+                   progress=False)
+    recipe = dit_recipe(vae_dir, "--train.dit.continuing_given=true", "--data.continuing=0.5",
+                        '--data.sizes=[[5, 32, 32]]')  # given_share 0: the rest text-to-video
+    task = stage_loop(recipe, "dit", tmp_path, progress=False).task
+    world = task.dataset
+    continuing = [i for i in range(40) if world.continues(i)]
+    assert 8 <= len(continuing) <= 32
+    assert all((world.clip(i).caption == "") == (i in continuing) for i in range(40))  # "empty"
+    items = [(i, (torch.randn(4, 2, 2, 2), "a red circle")) for i in range(40)]
+    packed = pack([latent for _, (latent, _) in items], task.module.dit.config.patch_size)
+    keep = task.draw(items, packed)[2]
+    frames = packed.positions[:, 0]
+    for s in range(40):
+        given = set(frames[(packed.sample_ids == s) & keep].tolist())
+        assert given == ({0} if s in continuing else set())  # 2 latent frames: a prefix of 1

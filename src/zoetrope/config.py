@@ -425,6 +425,10 @@ class DiTStageConfig(LoopConfig):
     # as given_share = p with given_kinds = ["first"], drawn as before; set one of the two.
     given_share: float = 0.0
     given_kinds: list[str] = field(default_factory=lambda: list(GIVEN_KINDS))
+    # Continuing clips (data.continuing: they start mid-motion, as a long clip's later windows
+    # do) always train with a prefix of their latent frames given, never as text-to-video alone
+    # (one-frame samples have none to give), so text-to-video keeps the world's fresh starts
+    continuing_given: bool = False
     attention: str = "auto"  # the DiT's attention backend (`DiT(config, attention=...)`)
     preview_every: int = 0  # steps between preview GIFs; 0 disables them
     preview_prompts: list[str] = field(default_factory=list)  # prompts of the preview GIFs

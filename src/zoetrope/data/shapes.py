@@ -629,10 +629,9 @@ class ShapesWorld(ProceduralWorld):
         self.speed_range, self.scale_range = tuple(speed_range), scale_range
         self.holdout = [parse_holdout(p) for p in holdout]
 
-    def clip(self, index: int) -> ShapesClip:
-        """The full `ShapesClip` (with object tracks) behind sample `index`. Clips showing a
-        held-out combination are drawn again from the same generator (`holdout`); a continuing
-        clip's caption is empty."""
+    def _draws(self, index: int) -> tuple:
+        """The draws behind sample `index`, in their order: the generator (for redraws), the
+        size, two objects or one, the render seed, the bar, the scale and the skip."""
         rng, (t, h, w) = self._rng(index)
         two = self.two_objects and bool(rng.integers(2))
         seed = int(rng.integers(2**63))
@@ -643,6 +642,17 @@ class ShapesWorld(ProceduralWorld):
         skip = 0
         if self.continuing and rng.uniform() < self.continuing:
             skip = int(rng.integers(1, CONTINUING_SKIP + 1))
+        return rng, (t, h, w), two, seed, bar, scale, skip
+
+    def continues(self, index: int) -> bool:
+        """Whether sample `index` is a continuing clip (starts mid-motion), without rendering it."""
+        return self._draws(index)[-1] > 0
+
+    def clip(self, index: int) -> ShapesClip:
+        """The full `ShapesClip` (with object tracks) behind sample `index`. Clips showing a
+        held-out combination are drawn again from the same generator (`holdout`); a continuing
+        clip's caption is empty."""
+        rng, (t, h, w), two, seed, bar, scale, skip = self._draws(index)
         for _ in range(1000):
             clip = render_clip(t, h, w, seed=seed, two_objects=two, collide=self.collide and two,
                                occluder=bar, speed_range=self.speed_range, scale=scale, skip=skip)

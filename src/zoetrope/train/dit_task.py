@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
@@ -29,7 +29,7 @@ from ..dit import DiT
 from ..patches import Packed, pack
 from ..text import build_text_encoder
 from .batches import Item, sample_generator, to_video
-from .masks import draw_given_frames
+from .masks import draw_given_frames, given_frames
 from .distributed import Dist, barrier
 
 
@@ -119,6 +119,8 @@ class DiTTask:
     latents: bool  # the dataset yields latents (C, t, h, w), not frames: no encoding per step
     module: DiTTrainee  # what the optimizer updates
     name: str = "dit"
+    # index -> whether that sample continues mid-motion (`continuing_given`), else None
+    continues: Callable[[int], bool] | None = None
 
     @classmethod
     def setup(cls, recipe: Recipe, run_dir: Path, d: Dist, vae_dir: Path | None = None,
@@ -135,6 +137,10 @@ class DiTTask:
         sizes = cfg.sizes or recipe.data.sizes
         recipe = dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, sizes=sizes))
         dataset = build_dataset(recipe.data, cfg.seed)
+        continues = getattr(dataset, "continues", None) if cfg.continuing_given else None
+        if cfg.continuing_given and (continues is None or not recipe.data.continuing):
+            raise ConfigError("train.dit.continuing_given needs continuing clips: data.dataset "
+                              "= \"shapes\" with data.continuing > 0")
         vae = load_frozen_vae(vae_path, d.device)
         latents = recipe.data.dataset == "cache"
         if latents:
@@ -142,11 +148,14 @@ class DiTTask:
         elif cfg.latent_cache:
             dataset = cls._encode_cache(dataset, vae, cfg.latent_cache, run_dir, d, progress)
             latents = True
+            if continues is not None:  # the cache's sample k is the world's k mod its count
+                world, count = continues, cfg.latent_cache
+                continues = lambda index: world(index % count)  # noqa: E731
         channels = vae.latent_shape(*sizes[0])[0]
         module = DiTTrainee(recipe, channels, cfg.attention)
         if cfg.init_from:
             init_from_pipeline(module, cfg.init_from)
-        return cls(recipe, cfg, vae, dataset, latents, module.to(d.device))
+        return cls(recipe, cfg, vae, dataset, latents, module.to(d.device), continues=continues)
 
     @staticmethod
     def _encode_cache(dataset, vae: nn.Module, count: int, run_dir: Path, d: Dist, progress: bool):
@@ -212,8 +221,11 @@ class DiTTask:
             drop = torch.rand(1, generator=g).item() < d.text_dropout
             prompts.append("" if drop else caption)
             first = torch.rand(1, generator=g).item() < self.cfg.first_frame_cond
-            frames = draw_given_frames(g, shape[1] // pt, self.cfg.given_share,
-                                       self.cfg.given_kinds)  # (t,) over patch frames
+            if self.continues is not None and self.continues(index):  # never text-to-video
+                frames = given_frames("prefix", shape[1] // pt, g)
+            else:
+                frames = draw_given_frames(g, shape[1] // pt, self.cfg.given_share,
+                                           self.cfg.given_kinds)  # (t,) over patch frames
             frames[0] |= first
             keeps.append(frames[packed.positions[start:start + n, 0]])
         return torch.cat(ts), torch.cat(noises), torch.cat(keeps), prompts
