@@ -295,11 +295,11 @@ class DataConfig:
     speed_range: list[float] = field(default_factory=list)
     object_scale: list[float] = field(default_factory=list)
     holdout: list[str] = field(default_factory=list)
-    # Shapes world: the share of clips that start 1..64 frames into their motion, with the empty
-    # caption, as a long clip's later windows do (not with collide or occluder)
+    # Shapes world: the share of clips that start 1..64 frames into their motion, as a long
+    # clip's later windows do (not with collide or occluder), captioned as continuing_caption says
     continuing: float = 0.0
-    # or "undirected": `a red circle`, the direction left out; or "moving": the direction the
-    # object moves in at the window's start (data.shapes.moving_caption)
+    # "empty"; "undirected": `a red circle`, the direction left out; or "moving": the direction
+    # the object moves in at the window's start (data.shapes.moving_caption)
     continuing_caption: str = "empty"
     # DataLoader worker processes that fetch samples ahead of the step (real clips decode in
     # ~0.5 s each); 0 fetches in the training process; -1 picks for the hardware

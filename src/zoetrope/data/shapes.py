@@ -118,6 +118,7 @@ CLEARANCE = 2  # px of background between the bar and each object box in frames 
 CONTACT_GAP = 2  # frames: collisions happen this far from any frame with an object at the bar
 CONTINUING_SKIP = 64  # continuing clips start 1..64 frames into their motion
 CONTINUING_CAPTIONS = ("empty", "undirected", "moving")  # a continuing clip's caption
+_REVERSE = {"left": "right", "right": "left", "up": "down", "down": "up"}
 
 
 def free_steps(frames: int) -> int:
@@ -310,12 +311,10 @@ def moving_caption(clip: ShapesClip) -> str:
     def now(o: ShapeObject) -> str:
         if len(o.centers) < 2:
             return o.direction
-        step = o.centers[1] - o.centers[0]
         axis = 0 if o.direction in ("left", "right") else 1
-        if step[axis] == 0:
-            return o.direction
-        return ("right" if axis == 0 else "down") if step[axis] > 0 else \
-            ("left" if axis == 0 else "up")
+        sign = 1.0 if o.direction in ("right", "down") else -1.0
+        back = (o.centers[1, axis] - o.centers[0, axis]) * sign < 0  # turned since the draw
+        return _REVERSE[o.direction] if back else o.direction
 
     return " and ".join(f"a {o.color} {o.shape} moving {now(o)}" for o in clip.objects)
 
@@ -608,7 +607,7 @@ class ShapesWorld(ProceduralWorld):
     """The shapes world as an infinite dataset; with `two_objects`, half the clips have two;
     `collide` makes every two-object clip collide-enabled; with `occluder`, half the clips have
     the gray bar; a `continuing` share of the clips (never with `collide` or `occluder`) start
-    mid-motion, uncaptioned. Each option draws after the others and only when set, so the
+    mid-motion, captioned as `continuing_caption` says. Each option draws after the others and only when set, so the
     options off leave the stream unchanged."""
 
     def __init__(self, sizes: list[tuple[int, int, int]] | None = None, seed: int = 0,
@@ -651,16 +650,16 @@ class ShapesWorld(ProceduralWorld):
     def clip(self, index: int) -> ShapesClip:
         """The full `ShapesClip` (with object tracks) behind sample `index`. Clips showing a
         held-out combination are drawn again from the same generator (`holdout`); a continuing
-        clip's caption is empty."""
+        clip's caption is empty, undirected or its first step's (`continuing_caption`)."""
         rng, (t, h, w), two, seed, bar, scale, skip = self._draws(index)
         for _ in range(1000):
             clip = render_clip(t, h, w, seed=seed, two_objects=two, collide=self.collide and two,
                                occluder=bar, speed_range=self.speed_range, scale=scale, skip=skip)
             if not any(held_out(o, self.holdout) for o in clip.objects):
                 if skip:  # the caption's direction held at frame -skip, not here
-                    clip.caption = {"undirected": undirected(clip.caption),
-                                    "moving": moving_caption(clip)}.get(
-                                        self.continuing_caption, "")
+                    kind = self.continuing_caption
+                    clip.caption = (undirected(clip.caption) if kind == "undirected" else
+                                    moving_caption(clip) if kind == "moving" else "")
                 return clip
             seed = int(rng.integers(2**63))
         raise UserError("the held-out combinations leave (almost) nothing to train on")
