@@ -55,7 +55,7 @@ from typing import Callable
 
 import numpy as np
 
-from .data.shapes import COLORS, DIRECTIONS, SHAPES
+from .data.shapes import COLORS, DIRECTIONS, OPPOSITE, SHAPES
 from .errors import UserError
 from .log import warn
 
@@ -107,7 +107,6 @@ BAR_LEVELS = (60, 200)
 VISIBLE_SHARE = 0.5
 
 _UNIT = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}  # walking into a wall
-_OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
 _SHAPE_RE = re.compile(r"an? (\w+) (\w+) (?:moving|moves) (\w+)")
 _OCCLUDER_RE = re.compile(r" behind an? gr[ae]y bar$")  # OCCLUDER_SUFFIX, either spelling
 _DIGIT_RE = re.compile(r"the digit (\d) (?:moving|moves) (\w+)")
@@ -477,7 +476,7 @@ def _motion_errors(track: Track, usable: list[bool], clean: list[bool], h: int,
             errors["teleport"].add(b)
             gaps_a, gaps_b = _wall_gaps(track[a], h, w), _wall_gaps(track[b], h, w)
             near = 2 * med + WALL_SLACK
-            if any(gaps_a[d] <= near and gaps_b[_OPPOSITE[d]] <= near for d in _UNIT):
+            if any(gaps_a[d] <= near and gaps_b[OPPOSITE[d]] <= near for d in _UNIT):
                 errors["wall_pass"].add(b)  # wrapped around to the opposite wall
         else:
             prev = v
@@ -703,7 +702,7 @@ def _direction_of_step(centers: list[tuple[float, float] | None], direction: str
         return direction
     if axis.sum() * along > 0:
         return direction
-    return _OPPOSITE[direction]
+    return OPPOSITE[direction]
 
 
 def find_bar(frames: np.ndarray) -> np.ndarray | None:
@@ -914,7 +913,7 @@ def _exits(track: Track, vanished: set[int], h: int, w: int) -> set[int]:
         for wall, unit in _UNIT.items():
             # Coming back at the same wall is a flicker (only a vanishing); at the opposite
             # wall, or never, it went through.
-            gone = back is None or (_wall_gaps(back, h, w)[_OPPOSITE[wall]]
+            gone = back is None or (_wall_gaps(back, h, w)[OPPOSITE[wall]]
                                     < _wall_gaps(back, h, w)[wall])
             if np.dot(step, unit) > 0.3 * speed and gaps[wall] <= 2 * speed + WALL_SLACK and gone:
                 out.add(t)

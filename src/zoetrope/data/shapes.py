@@ -99,6 +99,7 @@ COLORS: dict[str, tuple[int, int, int]] = {
 }
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
 DIRECTIONS: tuple[str, ...] = ("left", "right", "up", "down")
+OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}  # a bounce's turn
 
 # Speed range as fractions of the frame extent per frame, and the steps guaranteed free of
 # bounces. Measured on the demo recipe: at [1/24, 1/12] with no bounce only in the first quarter,
@@ -118,7 +119,6 @@ CLEARANCE = 2  # px of background between the bar and each object box in frames 
 CONTACT_GAP = 2  # frames: collisions happen this far from any frame with an object at the bar
 CONTINUING_SKIP = 64  # continuing clips start 1..64 frames into their motion
 CONTINUING_CAPTIONS = ("empty", "undirected", "moving")  # a continuing clip's caption
-_REVERSE = {"left": "right", "right": "left", "up": "down", "down": "up"}
 
 
 def free_steps(frames: int) -> int:
@@ -314,7 +314,7 @@ def moving_caption(clip: ShapesClip) -> str:
         axis = 0 if o.direction in ("left", "right") else 1
         sign = 1.0 if o.direction in ("right", "down") else -1.0
         back = (o.centers[1, axis] - o.centers[0, axis]) * sign < 0  # turned since the draw
-        return _REVERSE[o.direction] if back else o.direction
+        return OPPOSITE[o.direction] if back else o.direction
 
     return " and ".join(f"a {o.color} {o.shape} moving {now(o)}" for o in clip.objects)
 
@@ -607,8 +607,8 @@ class ShapesWorld(ProceduralWorld):
     """The shapes world as an infinite dataset; with `two_objects`, half the clips have two;
     `collide` makes every two-object clip collide-enabled; with `occluder`, half the clips have
     the gray bar; a `continuing` share of the clips (never with `collide` or `occluder`) start
-    mid-motion, captioned as `continuing_caption` says. Each option draws after the others and only when set, so the
-    options off leave the stream unchanged."""
+    mid-motion, captioned as `continuing_caption` says. Each option draws after the others and
+    only when set, so the options off leave the stream unchanged."""
 
     def __init__(self, sizes: list[tuple[int, int, int]] | None = None, seed: int = 0,
                  two_objects: bool = False, collide: bool = False,
