@@ -7,7 +7,9 @@ For the same balanced prompts `zoetrope eval` uses (every color x shape x direct
 each clip is rendered by the shapes world with exactly that color, shape and direction, encoded to
 the posterior mean, decoded, and judged by `critique` against its prompt. A DiT sampling through
 this VAE cannot beat the reconstructions' scores (the renders themselves score 100%), so a low
-number here points at the VAE, not the DiT. Also printed: PSNR of the reconstructions.
+number here points at the VAE, not the DiT. Also printed: PSNR of the reconstructions, and the
+clips followed and intact per shape and speed band (`zoetrope.eval.SPEED_BANDS`, the render's
+speed over its object's size), as `zoetrope eval`'s report gives them for a model's samples.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from tqdm import tqdm
 
 from zoetrope.critic import critique
 from zoetrope.data.shapes import render_clip
-from zoetrope.eval import build_prompts
+from zoetrope.eval import SPEED_BANDS, build_prompts, speed_band
 from zoetrope.pipeline import BUNDLED_MODEL, to_uint8
 from zoetrope.train import to_video
 from zoetrope.vae import CausalVAE
@@ -32,19 +34,25 @@ def measure(vae: CausalVAE, size: tuple[int, int, int], clips: int, seed: int) -
     """Critic counts (followed, followed and intact, passed) and PSNR over `clips` reconstructions."""
     counts: Counter = Counter()
     errors: Counter = Counter()
+    by_speed: dict[str, Counter] = {}
     mse = []
     for i, prompt in enumerate(tqdm(build_prompts(clips, seed), desc=f"{size}", leave=False)):
         _, color, shape, _, direction = prompt.split()
-        frames = render_clip(*size, color=color, shape=shape, direction=direction,
-                             seed=seed * 100_003 + i).frames  # (T, H, W, 3) uint8
-        x = to_video(frames)  # (1, 3, T, H, W) in [-1, 1]
+        clip = render_clip(*size, color=color, shape=shape, direction=direction,
+                           seed=seed * 100_003 + i)
+        obj = clip.objects[0]
+        speed = float(np.abs(np.diff(obj.centers, axis=0)).max())  # px/frame (bounces reflect it)
+        x = to_video(clip.frames)  # (1, 3, T, H, W) in [-1, 1]
         with torch.no_grad():
             y = vae.decode_latent(vae.encode_latent(x)).clamp(-1, 1)
         mse.append((y - x).pow(2).mean().item() / 4)  # in [0, 1] pixel units
         c = critique(to_uint8(y)[0], prompt)
         counts.update(followed=c.followed, intact=c.followed and c.intact, passed=c.passed)
         errors.update(k for k, frames_hit in c.errors.items() if frames_hit)
-    return {"counts": counts, "errors": errors, "psnr": float(-10 * np.log10(np.mean(mse)))}
+        band = by_speed.setdefault(speed_band(speed / obj.size), Counter())
+        band.update({shape: 1, shape + " ok": c.followed and c.intact})
+    return {"counts": counts, "errors": errors, "psnr": float(-10 * np.log10(np.mean(mse))),
+            "by_speed": by_speed}
 
 
 def main() -> None:
@@ -65,6 +73,12 @@ def main() -> None:
         errs = ", ".join(f"{k} {v}" for k, v in r["errors"].most_common()) or "none"
         print(f"  {text}: PSNR {r['psnr']:.2f} dB; all attributes right {c['followed']}/{n}, "
               f"and intact {c['intact']}/{n}, no error {c['passed']}/{n}; errors: {errs}")
+        for band in (speed_band(v) for v in (0.0, *SPEED_BANDS)):
+            k = r["by_speed"].get(band)
+            if k is None:
+                continue
+            cells = ", ".join(f"{s} {k[s + ' ok']}/{k[s]}" for s in sorted(k) if " " not in s)
+            print(f"    speed {band} sizes/frame: followed and intact {cells}")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import pytest
 
 from zoetrope.critic import parse_prompt
 from zoetrope.data.shapes import COLORS, DIRECTIONS, SHAPES, render_clip
-from zoetrope.eval import _balanced, build_prompts, contact_sheet, run_eval
+from zoetrope.eval import _balanced, build_prompts, contact_sheet, run_eval, speed_band
 
 
 def truth(prompts: list[str], seed: int, size: tuple[int, int, int]) -> np.ndarray:
@@ -144,6 +144,38 @@ def test_run_eval_physics_totals(tmp_path):
     assert max(q["error_by_frame"][17:]) > 4.0
 
 
+def test_run_eval_by_speed(tmp_path):
+    assert [speed_band(v) for v in (0.1, 0.2, 0.29, 0.3, 0.5)] == [
+        "< 0.2", "0.2-0.3", "0.2-0.3", ">= 0.3", ">= 0.3"]
+    sizes = [(17, 64, 64), (17, 48, 80)]  # 48x80's 12 px objects cross 80 px: faster for their size
+    report = run_eval(truth, tmp_path / "gt", clips=24, sizes=sizes, progress=False)
+    table = report["totals"]["by_speed"]
+    assert list(table) == [b for b in ("< 0.2", "0.2-0.3", ">= 0.3") if b in table]
+    assert len(table) >= 2
+    expected: dict = {}
+    for r in report["clips"]:
+        o = r["physics"]["objects"][0]
+        key = (speed_band(o["speed"] / o["size"]), r["critique"]["objects"][0]["shape"]["expected"])
+        expected[key] = expected.get(key, 0) + 1
+    assert {(band, shape): c["clips"] for band, row in table.items()
+            for shape, c in row.items()} == expected
+    assert all(c["followed_and_intact"] == c["clips"] for row in table.values()
+               for c in row.values())
+    md = (tmp_path / "gt" / "report.md").read_text()
+    assert "## followed and intact by speed" in md and "| speed (sizes per frame) |" in md
+
+    def round_squares(prompts, seed, size):  # every square drawn as a circle
+        return truth([p.replace("square", "circle") for p in prompts], seed, size)
+
+    bad = run_eval(round_squares, tmp_path / "bad", clips=24, sizes=sizes, progress=False)
+    rows = bad["totals"]["by_speed"].values()
+    squares = [row["square"] for row in rows if "square" in row]
+    assert sum(c["clips"] for c in squares) == 8  # counted as squares, the shape the prompt names
+    assert all(c["followed_and_intact"] == 0 for c in squares)
+    assert all(row[s]["followed_and_intact"] == row[s]["clips"] for row in rows for s in row
+               if s != "square")
+
+
 def test_run_eval_mnist_vocabulary(tmp_path):
     from zoetrope.data import mnist
 
@@ -166,6 +198,7 @@ def test_run_eval_mnist_vocabulary(tmp_path):
     assert report["totals"]["attributes"]["shape"] is None  # which digit: not judged, and said
     assert report["totals"]["errors"]["teleport"]["rate"] is None  # not checked on MNIST
     assert report["totals"]["physics"] is None and report["clips"][0]["physics"] is None
+    assert report["totals"]["by_speed"] is None
     assert "says nothing about the digit drawn" in (tmp_path / "report.md").read_text()
 
 

@@ -8,7 +8,8 @@ writes a report directory:
                      duplicating, morphing or teleporting; per-attribute accuracy; per-error-kind
                      counts and rates; physics against the ideal bouncing path, see
                      `zoetrope.physics`: position error, speed drift, bounce counts, mean error
-                     per frame index)
+                     per frame index; clips followed and intact by how fast the object moves
+                     for its size, per shape)
                      and one record per clip (its critique, and its physics scores per object in
                      the shapes world)
   report.md          the same as markdown tables, plus the clip list in contact-sheet order
@@ -47,6 +48,10 @@ SHEET_FRAMES = 4  # frames shown per clip on the contact sheet
 SHEET_COLUMNS = 4  # clips per contact-sheet row
 SHEET_MAX_CLIPS = 256  # bounds the sheet's size; the report lists every clip anyway
 PASS_RGB, FAIL_RGB = (0, 200, 0), (220, 0, 0)
+# Speed bands, in object sizes per frame (the fitted speed over the object's size): the shapes
+# world's 1/32-1/16 of the extent per frame is 0.125-0.25 sizes at 17x64x64 on both axes, but up
+# to 0.42 across 17x48x80, whose 12 px objects cross 80 px.
+SPEED_BANDS = (0.2, 0.3)
 
 # 3x5 bitmap digits (rows top to bottom), enough to number the clips without a font file.
 _DIGITS = ["111101101101111", "010110010010111", "111001111100111", "111001111001111",
@@ -199,7 +204,36 @@ def _totals(records: list[dict]) -> dict:
     return {"clips": n, "passed": passed, "pass_rate": passed / n, "followed": sum(followed),
             "intact": sum(intact), "followed_and_intact": both,
             "followed_and_intact_rate": both / n, "attributes": attributes, "errors": errors,
-            "physics": _physics_totals(records)}
+            "physics": _physics_totals(records), "by_speed": _by_speed(records)}
+
+
+def speed_band(sizes_per_frame: float) -> str:
+    """The `SPEED_BANDS` band of a speed in object sizes per frame: "< 0.2", "0.2-0.3", ">= 0.3"."""
+    lo, hi = SPEED_BANDS
+    return (f"< {lo}" if sizes_per_frame < lo else f"{lo}-{hi}" if sizes_per_frame < hi
+            else f">= {hi}")
+
+
+def _by_speed(records: list[dict]) -> dict | None:
+    """Clips and clips followed and intact per speed band and shape (None outside the shapes
+    world). A clip counts under its fastest prompt object's band and the shape its prompt names
+    (a square drawn round stays a square); clips whose objects were never tracked are left out."""
+    table: dict = {}
+    for r in records:
+        tracked = [o for o in (r["physics"] or {}).get("objects", []) if o["speed"] is not None]
+        if not tracked:
+            continue
+        o = max(tracked, key=lambda o: o["speed"] / o["size"])
+        named = {c["target"]: c["shape"]["expected"] for c in r["critique"]["objects"]}
+        row = table.setdefault(speed_band(o["speed"] / o["size"]), {})
+        cell = row.setdefault(named.get(o["target"], o["shape"]),
+                              {"clips": 0, "followed_and_intact": 0})
+        cell["clips"] += 1
+        cell["followed_and_intact"] += bool(r["critique"]["followed"] and r["critique"]["intact"])
+    if not table:
+        return None
+    order = [speed_band(v) for v in (0.0, *SPEED_BANDS)]
+    return {band: dict(sorted(table[band].items())) for band in order if band in table}
 
 
 def _mean(values: list[float]) -> float | None:
@@ -270,6 +304,7 @@ def _markdown(report: dict) -> str:
     for kind, e in t["errors"].items():
         lines.append(f"| {kind} | {e['clips']} | {_pct(e['rate'])} | {e['frames']} |")
     lines += _physics_markdown(t["physics"])
+    lines += _speed_markdown(t.get("by_speed"))
     lines += ["", "## clips (contact_sheet.png order: left to right, top to bottom; "
               "green frame = pass, red = fail)", "",
               "| # | prompt | size | verdict | problems |", "|---|---|---|---|---|"]
@@ -306,6 +341,24 @@ def _physics_markdown(p: dict | None) -> list[str]:
             f"Bounces missed: {p['missed_bounces']} of {p['bounces']}; mid-air reversals: "
             f"{p['mid_air_reversals']}; wall bounces no ideal bounce explains: "
             f"{p['extra_bounces']}."]
+
+
+def _speed_markdown(table: dict | None) -> list[str]:
+    """The by-speed table of report.md: followed and intact / clips per band and shape."""
+    if not table:
+        return []
+    shapes = sorted({shape for row in table.values() for shape in row})
+    lines = ["", "## followed and intact by speed", "",
+             "Each clip under its object's fitted speed over its size, per frame (the fastest "
+             "prompt object's); cells are clips followed and intact / clips.", "",
+             "| speed (sizes per frame) | " + " | ".join(shapes) + " | all |",
+             "|---" * (len(shapes) + 2) + "|"]
+    for band, row in table.items():
+        cells = [row.get(s, {"clips": 0, "followed_and_intact": 0}) for s in shapes]
+        ok, n = sum(c["followed_and_intact"] for c in cells), sum(c["clips"] for c in cells)
+        lines.append(f"| {band} | " + " | ".join(f"{c['followed_and_intact']} / {c['clips']}"
+                                                  for c in cells) + f" | {ok} / {n} |")
+    return lines
 
 
 def _draw_number(image: np.ndarray, number: int, x: int, y: int, scale: int = 2) -> None:
