@@ -34,7 +34,7 @@ def measure(vae: CausalVAE, size: tuple[int, int, int], clips: int, seed: int) -
     """Critic counts (followed, followed and intact, passed) and PSNR over `clips` reconstructions."""
     counts: Counter = Counter()
     errors: Counter = Counter()
-    by_speed: dict[str, Counter] = {}
+    by_speed: dict[str, dict[str, Counter]] = {}  # band -> shape -> clips, followed and intact
     mse = []
     for i, prompt in enumerate(tqdm(build_prompts(clips, seed), desc=f"{size}", leave=False)):
         _, color, shape, _, direction = prompt.split()
@@ -49,8 +49,8 @@ def measure(vae: CausalVAE, size: tuple[int, int, int], clips: int, seed: int) -
         c = critique(to_uint8(y)[0], prompt)
         counts.update(followed=c.followed, intact=c.followed and c.intact, passed=c.passed)
         errors.update(k for k, frames_hit in c.errors.items() if frames_hit)
-        band = by_speed.setdefault(speed_band(speed / obj.size), Counter())
-        band.update({shape: 1, shape + " ok": c.followed and c.intact})
+        cell = by_speed.setdefault(speed_band(speed / obj.size), {}).setdefault(shape, Counter())
+        cell.update(clips=1, ok=c.followed and c.intact)
     return {"counts": counts, "errors": errors, "psnr": float(-10 * np.log10(np.mean(mse))),
             "by_speed": by_speed}
 
@@ -74,10 +74,10 @@ def main() -> None:
         print(f"  {text}: PSNR {r['psnr']:.2f} dB; all attributes right {c['followed']}/{n}, "
               f"and intact {c['intact']}/{n}, no error {c['passed']}/{n}; errors: {errs}")
         for band in (speed_band(v) for v in (0.0, *SPEED_BANDS)):
-            k = r["by_speed"].get(band)
-            if k is None:
+            row = r["by_speed"].get(band)
+            if row is None:
                 continue
-            cells = ", ".join(f"{s} {k[s + ' ok']}/{k[s]}" for s in sorted(k) if " " not in s)
+            cells = ", ".join(f"{s} {row[s]['ok']}/{row[s]['clips']}" for s in sorted(row))
             print(f"    speed {band} sizes/frame: followed and intact {cells}")
 
 

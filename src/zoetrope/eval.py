@@ -304,7 +304,7 @@ def _markdown(report: dict) -> str:
     for kind, e in t["errors"].items():
         lines.append(f"| {kind} | {e['clips']} | {_pct(e['rate'])} | {e['frames']} |")
     lines += _physics_markdown(t["physics"])
-    lines += _speed_markdown(t.get("by_speed"))
+    lines += _speed_markdown(t["by_speed"])
     lines += ["", "## clips (contact_sheet.png order: left to right, top to bottom; "
               "green frame = pass, red = fail)", "",
               "| # | prompt | size | verdict | problems |", "|---|---|---|---|---|"]
