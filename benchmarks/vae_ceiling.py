@@ -8,7 +8,7 @@ each clip is rendered by the shapes world with exactly that color, shape and dir
 the posterior mean, decoded, and judged by `critique` against its prompt. A DiT sampling through
 this VAE cannot beat the reconstructions' scores (the renders themselves score 100%), so a low
 number here points at the VAE, not the DiT. Also printed: PSNR of the reconstructions, and the
-clips followed and intact per shape and speed band (`zoetrope.eval.SPEED_BANDS`, the render's
+clips followed and intact per shape and speed band (`zoetrope.eval.speed_band`, the render's
 speed over its object's size), as `zoetrope eval`'s report gives them for a model's samples.
 """
 
@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from zoetrope.critic import critique
 from zoetrope.data.shapes import render_clip
-from zoetrope.eval import SPEED_BANDS, build_prompts, speed_band
+from zoetrope.eval import SPEED_BAND_NAMES, build_prompts, speed_band
 from zoetrope.pipeline import BUNDLED_MODEL, to_uint8
 from zoetrope.train import to_video
 from zoetrope.vae import CausalVAE
@@ -73,7 +73,7 @@ def main() -> None:
         errs = ", ".join(f"{k} {v}" for k, v in r["errors"].most_common()) or "none"
         print(f"  {text}: PSNR {r['psnr']:.2f} dB; all attributes right {c['followed']}/{n}, "
               f"and intact {c['intact']}/{n}, no error {c['passed']}/{n}; errors: {errs}")
-        for band in (speed_band(v) for v in (0.0, *SPEED_BANDS)):
+        for band in SPEED_BAND_NAMES:
             row = r["by_speed"].get(band)
             if row is None:
                 continue

@@ -214,6 +214,9 @@ def speed_band(sizes_per_frame: float) -> str:
             else f">= {hi}")
 
 
+SPEED_BAND_NAMES = tuple(speed_band(v) for v in (0.0, *SPEED_BANDS))  # slowest first
+
+
 def _by_speed(records: list[dict]) -> dict | None:
     """Clips and clips followed and intact per speed band and shape (None outside the shapes
     world). A clip counts under its fastest prompt object's band and the shape its prompt names
@@ -232,8 +235,7 @@ def _by_speed(records: list[dict]) -> dict | None:
         cell["followed_and_intact"] += bool(r["critique"]["followed"] and r["critique"]["intact"])
     if not table:
         return None
-    order = [speed_band(v) for v in (0.0, *SPEED_BANDS)]
-    return {band: dict(sorted(table[band].items())) for band in order if band in table}
+    return {band: dict(sorted(table[band].items())) for band in SPEED_BAND_NAMES if band in table}
 
 
 def _mean(values: list[float]) -> float | None:
