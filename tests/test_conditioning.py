@@ -315,6 +315,26 @@ def test_a_loop_with_no_length_asked_is_cut_where_it_comes_back_to_its_start(pip
     assert all(9 <= len(v) <= 33 for v in two)
 
 
+def test_loop_tries_keeps_per_prompt_the_clip_that_comes_back_closest(pipe, monkeypatch):
+    import zoetrope.conditioning as conditioning
+
+    tried, forward, fit = [], conditioning._forward, conditioning.loop_fit
+    monkeypatch.setattr(conditioning, "_forward",
+                        lambda *a, **k: tried.append(forward(*a, **k)) or tried[-1].copy())
+    # how far each try is from coming back, per prompt: prompt 0 best on try 2, prompt 1 on 1
+    far = iter([5.0, 3.0, 4.0, 1.0, 2.0, 9.0])
+    monkeypatch.setattr(conditioning, "loop_fit", lambda *a: (fit(*a)[0], next(far)))
+    prompts = [PROMPT, "a blue square moving up"]
+    out = pipe(prompts, task=Task(loop=True, window=9, loop_tries=3), seed=4,
+               progress=False).frames
+    assert len(tried) == 3 and not np.array_equal(tried[0], tried[1])  # each try its own noise
+    o = pipe.diffusion.window_overlap
+    for clip_, best in zip(out, (tried[2][0], tried[1][1])):
+        n = fit(best, 9, 33, 4 * o)[0]
+        start = n + 4 * o - 9  # the remade end starts after frame start
+        assert len(clip_) == n and np.array_equal(clip_[:start + 1], best[:start + 1])
+
+
 def test_connect_starts_as_a_and_ends_holding_b(pipe):
     a, b = clip(5, 1), clip(5, 2)
     steps = []
@@ -356,6 +376,9 @@ def test_edit_starts_its_grid_at_the_strength(pipe):
     (Task(loop=True, loop_lengths=(33, 9)), {}, "shortest <= longest"),
     (Task(loop=True, video=clip(13), extend="forward", loop_lengths=(9, 33)), {},
      "leaves nothing to generate"),
+    (Task(loop_tries=2), {}, "--loop-tries picks among clips made for a --loop"),
+    (Task(loop=True, loop_tries=0), {}, "--loop-tries must be a whole number >= 1"),
+    (Task(loop=True, loop_tries=2), {"num_frames": 17}, "give no --frames"),
 ])
 def test_what_cannot_work_is_one_line(pipe, task, kw, message):
     with pytest.raises(UserError, match=message) as e:

@@ -111,6 +111,7 @@ def test_a_longer_overlap_moves_the_windows_and_seams():
     assert case.seams == [17, 25, 33]  # each window's first new frame
     assert judge(case, truth(case))["passed"]
     assert cases("loop", 1, overlap=2)[0].task.overlap == 2
+    assert cases("loop", 1, loop_tries=3)[0].task.loop_tries == 3
     assert cases("long", 1, frames=41, continuation="empty")[0].task.continuation_prompt == ""
     both = cases("loop", 2, continuation="undirected")
     assert [c.task.continuation_prompt for c in both] == [
@@ -173,6 +174,8 @@ def test_bad_settings_are_one_line():
         build_cases("long", 1, 0, SIZE, frames=30)
     with pytest.raises(UserError, match="--task loop needs more frames than a window"):
         build_cases("loop", 1, 0, SIZE, frames=17)
+    with pytest.raises(UserError, match="--loop-tries picks among clips made for a loop"):
+        build_cases("loop", 1, 0, SIZE, frames=33, loop_tries=2)
     with pytest.raises(UserError, match="window of at least 9"):
         build_cases("animate", 1, 0, (5, 64, 64))
     with pytest.raises(UserError, match="connect .* at least 13"):
@@ -211,7 +214,7 @@ def test_cli_runs_every_task_on_a_tiny_pipeline(tmp_path, capsys, task):
     window = 13 if task == "connect" else 9  # connect: 5 frames of A, one new latent, 5 of B
     tiny_pipeline(default_size=(window, 16, 16)).save_pretrained(model)
     out = tmp_path / task
-    extra = ["--frames", "21"] if task == "long" else []
+    extra = {"long": ["--frames", "21"], "loop": ["--loop-tries", "2"]}.get(task, [])
     assert main(["eval", "--model", str(model), "--task", task, "--clips", "2", "--size",
                  f"{window}x16x16", "--out", str(out), "--json", *extra]) == 0
     frames = {"long": 21, "loop": None}.get(task, window)  # a loop's length: found
@@ -222,7 +225,9 @@ def test_cli_runs_every_task_on_a_tiny_pipeline(tmp_path, capsys, task):
     lengths = [r["frames"] for r in report["clips"]]
     assert all(9 <= n <= 33 for n in lengths) if task == "loop" else set(lengths) == {frames}
     if task == "loop":
-        assert "output 9..33 (found; mean" in (out / "report.md").read_text()
+        assert "output 9..33 (found, the closest of 2 tries; mean" in (
+            out / "report.md").read_text()
+        assert report["config"]["loop_tries"] == 2
 
 
 def test_cli_rejects_flags_of_another_task(tmp_path, capsys):
@@ -232,6 +237,10 @@ def test_cli_rejects_flags_of_another_task(tmp_path, capsys):
                            (["--task", "loop", "--strength", "0.5"], "--strength sets an edit"),
                            (["--task", "edit", "--overlap", "2"], "set how windows continue"),
                            (["--task", "animate", "--continuation", "empty"], "how windows"),
+                           (["--task", "long", "--loop-tries", "2"], "--loop-tries picks"),
+                           (["--task", "loop", "--frames", "17", "--loop-tries", "2"],
+                            "and no --frames"),
+                           (["--loop-tries", "2"], "give a --task"),
                            (["--overlap", "2"], "give a --task")]:
         assert main(["eval", "--model", str(model), "--size", "9x16x16", *flags,
                      "--out", str(tmp_path / "x")]) == 2

@@ -124,7 +124,8 @@ def _task(args: argparse.Namespace):
 
     task = Task(image=args.image, video=args.video, extend=args.extend, loop=args.loop,
                 connect=args.connect, strength=args.strength, crop=args.crop,
-                overlap=args.overlap, continuation_prompt=args.continuation_prompt)
+                overlap=args.overlap, continuation_prompt=args.continuation_prompt,
+                loop_tries=args.loop_tries)
     if args.follow_motion:
         from .critic import moving_now
         if args.continuation_prompt is not None:
@@ -231,9 +232,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
     if args.task:
         return _eval_task(args, pipe, sizes)
     if args.split or args.holdout or args.frames or args.strength is not None \
-            or args.overlap is not None or args.continuation is not None:
-        raise UserError("--split, --holdout, --frames, --strength, --overlap and "
-                        "--continuation set what a --task renders: give a --task")
+            or args.overlap is not None or args.continuation is not None or args.loop_tries != 1:
+        raise UserError("--split, --holdout, --frames, --strength, --overlap, --continuation "
+                        "and --loop-tries set what a --task renders: give a --task")
     report = run_eval(generate, args.out, clips=args.clips, seed=args.seed, sizes=sizes,
                       vocabulary=args.vocabulary, batch_size=args.batch_size)
     totals = report["totals"]
@@ -259,6 +260,9 @@ def _eval_task(args: argparse.Namespace, pipe, sizes: list) -> None:
             and args.task not in ("long", "loop"):
         raise UserError("--overlap and --continuation set how windows continue: use them with "
                         "--task long or loop")
+    if args.loop_tries != 1 and (args.task != "loop" or args.frames is not None):
+        raise UserError("--loop-tries picks among clips made for a loop whose length is found: "
+                        "use it with --task loop and no --frames")
 
     def generate(cases, seed: int):
         out = pipe([c.prompt for c in cases], num_frames=cases[0].frames, height=sizes[0][1],
@@ -269,7 +273,7 @@ def _eval_task(args: argparse.Namespace, pipe, sizes: list) -> None:
 
     kw = dict(clips=args.clips, seed=args.seed, size=sizes[0], frames=args.frames,
               overlap=pipe.diffusion.window_overlap if args.overlap is None else args.overlap,
-              continuation=args.continuation or "model",
+              continuation=args.continuation or "model", loop_tries=args.loop_tries,
               batch_size=args.batch_size, holdout=args.holdout or (),
               strength=0.6 if args.strength is None else args.strength,
               roundtrip=lambda clip: roundtrip(pipe, clip[None])[0])
@@ -436,6 +440,8 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
                    "(default 257 for long; for loop, found where each clip comes back to its "
                    "start, one to four windows)")
     p.add_argument("--strength", type=_real(), help="--task edit: SDEdit strength (default 0.6)")
+    p.add_argument("--loop-tries", type=_integer(1), default=1, metavar="K", help="--task loop "
+                   "with no --frames: generate's --loop-tries (default 1)")
     p.add_argument("--overlap", type=_integer(1), help="--task long or loop: latent frames a "
                    "window holds of the one before (default: the model's "
                    "diffusion.window_overlap)")
@@ -503,6 +509,9 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--loop", action="store_true", help="the last frame leads into the first; "
                    "with no --frames its length is found where the clip comes back closest to "
                    "its start (one to four windows: 17..65 frames for the bundled model)")
+    p.add_argument("--loop-tries", type=_integer(1), default=1, metavar="K", help="with --loop "
+                   "and no --frames: make the clip forward K times (K times the work) and keep, "
+                   "per prompt, the one that comes back closest to its start (default 1)")
     p.add_argument("--connect", nargs=2, metavar=("A.mp4", "B.mp4"), help="the output starts as "
                    "A and ends as B")
     p.add_argument("--strength", type=float, metavar="S", help="with --video: SDEdit, noise the "

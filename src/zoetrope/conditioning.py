@@ -27,7 +27,9 @@ default the pipeline's default frames); o = `Task.overlap` latent frames (defaul
   each is cut where it comes back closest to its start (`loop_length`), so the remade end has
   the least to mend: a bouncing object's round trip takes a length of its own (its speed). The
   held first frames are then encoded after the clip's frame n - 1 rather than a still frame 0:
-  the frame before the one that came back near frame 0.
+  the frame before the one that came back near frame 0. With `Task.loop_tries` k > 1 the clip is
+  made forward k times (each its own noise) and, per prompt, the one that comes back closest to
+  its start (`loop_fit`) is cut: k times the forward windows, one remade end.
 - connect: forward from A, the last window holding B at its end as backward does.
 - edit: the clip's latent noised to t = strength, then round(steps x strength) steps from there.
 Windows that hold the output's own earlier frames (a long clip's later windows, backward ones,
@@ -79,6 +81,9 @@ class Task:
     # (loop) find its length in shortest..longest frames: where the clip made comes back closest
     # to its start (`loop_length`); None: exactly the output's frames [--loop without --frames]
     loop_lengths: tuple[int, int] | None = None
+    # (a loop whose length is found) clips made forward per prompt; the one that comes back
+    # closest to its start (`loop_fit`) is cut and its end remade [--loop-tries]
+    loop_tries: int = 1
     strength: float | None = None  # SDEdit: noise the clip to t = strength [--strength]
     crop: bool = False  # centre-crop given frames of another aspect ratio [--crop]
     # latent frames a window holds of the one before; None: the model's diffusion.window_overlap
@@ -117,6 +122,10 @@ class Task:
             if not 5 <= shortest <= longest:
                 raise UserError(f"loop_lengths must be 5 <= shortest <= longest, got "
                                 f"{shortest}, {longest}")
+        if not isinstance(self.loop_tries, int) or self.loop_tries < 1:
+            raise UserError(f"--loop-tries must be a whole number >= 1, got {self.loop_tries!r}")
+        if self.loop_tries > 1 and not self.loop:
+            raise UserError("--loop-tries picks among clips made for a --loop: it needs --loop")
         if self.overlap is not None and self.overlap < 1:
             raise UserError(f"overlap must be at least 1 latent frame, got {self.overlap}")
 
@@ -368,13 +377,20 @@ def loop_length(clip: np.ndarray, shortest: int, longest: int, lead: int) -> int
     comes back closest to its start: where its frames n..n+lead-1 differ least from its frames
     0..lead-1 (mean squared difference; the shortest on a tie). A loop cut there needs the
     least remade to lead its last frame into its first (video textures: Schoedl et al., 2000)."""
+    return loop_fit(clip, shortest, longest, lead)[0]
+
+
+def loop_fit(clip: np.ndarray, shortest: int, longest: int, lead: int) -> tuple[int, float]:
+    """`loop_length`'s n and how far the clip is there from coming back: the mean squared
+    difference (uint8 levels squared) of its frames n..n+lead-1 to its frames 0..lead-1."""
     if lead < 1 or not 1 <= shortest <= longest or len(clip) < longest + lead:
         raise ValueError(f"a clip of {len(clip)} frames cannot be searched for a loop of "
                          f"{shortest}..{longest} frames leading into {lead} more")
     x = clip[:longest + lead].astype(np.float32)
     start = x[:lead]
     cost = [float(np.mean(np.square(x[n:n + lead] - start))) for n in range(shortest, longest + 1)]
-    return shortest + int(np.argmin(cost))
+    best = int(np.argmin(cost))
+    return shortest + best, cost[best]
 
 
 def default_loop_lengths(window: int) -> tuple[int, int]:
@@ -507,13 +523,26 @@ def generate(pipe: TextToVideoPipeline, task: Task, sizes: list[tuple[int, int, 
     if head is not None:
         _room(head.shape[1], frames, "--image" if task.image is not None else "--video")
     if task.loop_lengths is None:
+        if task.loop_tries > 1:
+            raise UserError("--loop-tries picks the clip that comes back closest to its start, "
+                            "for a loop whose length is found: give no --frames")
         video = _forward(run, frames, head, tail)
         return _loop(run, video) if task.loop else list(video)
     shortest, longest = task.loop_lengths  # room after the longest for the frames it leads into
     if head is not None:
         _room(head.shape[1], shortest, "--video")
-    video = _forward(run, 1 + 4 * math.ceil((longest + 4 * overlap - 1) / 4), head)
-    return _loop(run, video, [loop_length(v, shortest, longest, 4 * overlap) for v in video])
+    made = 1 + 4 * math.ceil((longest + 4 * overlap - 1) / 4)
+    video, fits = None, []
+    for _ in range(task.loop_tries):  # each try draws its own noise; per prompt the closest kept
+        tried = _forward(run, made, head)
+        fit = [loop_fit(v, shortest, longest, 4 * overlap) for v in tried]
+        if video is None:
+            video, fits = tried, fit
+            continue
+        for i, f in enumerate(fit):
+            if f[1] < fits[i][1]:
+                video[i], fits[i] = tried[i], f
+    return _loop(run, video, [n for n, _ in fits])
 
 
 def check_overlap(overlap: int, window: int) -> None:

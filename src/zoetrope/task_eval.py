@@ -169,10 +169,11 @@ def split_prompts(clips: int, seed: int, split: str, holdout: Sequence[str] = ()
 def build_cases(task: str, clips: int, seed: int, size: tuple[int, int, int],
                 frames: int | None = None, strength: float = 0.6, split: str = "in",
                 holdout: Sequence[str] = (), overlap: int = 1,
-                continuation: str = "model") -> list[Case]:
+                continuation: str = "model", loop_tries: int = 1) -> list[Case]:
     """The cases of `task` over `clips` balanced prompts; size = (window frames, height, width);
     `overlap` (long and loop): `conditioning.Task`'s; `continuation` (long and loop): one of
-    `CONTINUATIONS`, each case's `Task.continuation_prompt`."""
+    `CONTINUATIONS`, each case's `Task.continuation_prompt`; `loop_tries` (a loop whose length
+    is found): `Task.loop_tries`."""
     if task not in TASKS:
         raise UserError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
     if continuation not in CONTINUATIONS:
@@ -190,6 +191,9 @@ def build_cases(task: str, clips: int, seed: int, size: tuple[int, int, int],
         raise UserError(f"strength must be in (0, 1], got {strength}")
     check_overlap(overlap, window)
     found = task == "loop" and frames is None  # the loop's length found by the model
+    if loop_tries != 1 and not found:
+        raise UserError("--loop-tries picks among clips made for a loop whose length is found: "
+                        "use it with --task loop and no --frames")
     total = {"long": frames or 257, "loop": frames or window}.get(task, window)
     if task in ("long", "loop") and not found and (total <= window or (total - 1) % 4):
         raise UserError(f"--task {task} needs more frames than a window ({window}), 1 + 4k; "
@@ -225,7 +229,8 @@ def build_cases(task: str, clips: int, seed: int, size: tuple[int, int, int],
         elif task == "loop":
             case.task = Task(loop=True, overlap=overlap,
                              continuation_prompt=_continuation(continuation, prompt),
-                             loop_lengths=default_loop_lengths(window) if found else None)
+                             loop_lengths=default_loop_lengths(window) if found else None,
+                             loop_tries=loop_tries)
             case.wrap = True  # the seam is where the clip wraps: its length
         else:  # long
             case.task = Task(overlap=overlap,
@@ -374,14 +379,14 @@ def run_task_eval(task: str, generate: Generate, out_dir: str | Path, clips: int
                   frames: int | None = None, strength: float = 0.6, batch_size: int = 4,
                   roundtrip: Roundtrip | None = None, progress: bool = True,
                   split: str = "in", holdout: Sequence[str] = (), overlap: int = 1,
-                  continuation: str = "model") -> dict:
+                  continuation: str = "model", loop_tries: int = 1) -> dict:
     """Build `task`'s cases (from `split`), generate and judge each, write report.json,
     report.md and contact_sheet.png (the ideal paths drawn over) to `out_dir`; return the
     report."""
     if clips < 1 or batch_size < 1:
         raise UserError(f"clips and batch_size must be >= 1, got {clips} and {batch_size}")
     cases = build_cases(task, clips, seed, tuple(size), frames, strength, split, holdout, overlap,
-                        continuation)
+                        continuation, loop_tries)
     records, thumbs = [], []
     with tqdm(total=clips, desc=f"eval {task} ({split})", unit="clip",
               disable=not progress) as bar:
@@ -405,6 +410,7 @@ def run_task_eval(task: str, generate: Generate, out_dir: str | Path, clips: int
     report = {"config": {"task": task, "split": split, "holdout": list(holdout),
                          "clips": clips, "seed": seed, "size": list(size),
                          "frames": cases[0].frames, "loop_lengths": cases[0].task.loop_lengths,
+                         "loop_tries": cases[0].task.loop_tries,
                          "strength": strength if task == "edit"
                          else None, "overlap": overlap if task in ("long", "loop") else None,
                          "continuation": continuation if task in ("long", "loop") else None,
@@ -486,7 +492,9 @@ def _frames(config: dict, totals: dict) -> str:
     if config["frames"] is not None:
         return str(config["frames"])
     shortest, longest = config["loop_lengths"]
-    return f"{shortest}..{longest} (found; mean {totals['mean_frames']:.1f})"
+    tries = config.get("loop_tries", 1)  # reports written before loop_tries have none
+    best = f", the closest of {tries} tries" if tries > 1 else ""
+    return f"{shortest}..{longest} (found{best}; mean {totals['mean_frames']:.1f})"
 
 
 def run_splits(task: str, generate: Generate, out_dir: str | Path, splits: Sequence[str],
