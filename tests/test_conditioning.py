@@ -335,6 +335,34 @@ def test_loop_tries_keeps_per_prompt_the_clip_that_comes_back_closest(pipe, monk
         assert len(clip_) == n and np.array_equal(clip_[:start + 1], best[:start + 1])
 
 
+def test_trim_makes_each_windows_last_latent_frame_again_in_the_next(pipe, monkeypatch):
+    import zoetrope.conditioning as conditioning
+    from zoetrope.task_eval import long_windows
+
+    made, window = [], conditioning._window
+
+    def spy(run, frames, head=None, tail=None):
+        video = window(run, frames, head, tail)
+        made.append((None if head is None else head[0], video[0]))  # one prompt
+        return video
+
+    monkeypatch.setattr(conditioning, "_window", spy)
+    out, _ = make(pipe, Task(window=13, trim=1), num_frames=25)  # overlap 1: 5 frames held
+    spans = long_windows(25, 13, 1, trim=1)
+    assert spans == [(0, 13), (4, 17), (8, 21), (12, 25)] and len(made) == len(spans)
+    assert made[0][0] is None
+    for (start, stop), (head, video), (nxt, _) in zip(spans, made, made[1:] + [(None, None)]):
+        keep = stop if stop == 25 else stop - 4  # all but the last latent frame, but the final
+        new = 0 if head is None else 5
+        assert np.array_equal(out[start + new:keep], video[new:keep - start])
+        if nxt is not None:  # the next window holds the 5 frames before the 4 left to it,
+            # as this window decoded them
+            assert np.array_equal(nxt, video[keep - start - 5:keep - start])
+    monkeypatch.undo()
+    plain, _ = make(pipe, Task(window=13), num_frames=25)
+    assert not np.array_equal(plain[9:], out[9:]) and np.array_equal(plain[:9], out[:9])
+
+
 def test_connect_starts_as_a_and_ends_holding_b(pipe):
     a, b = clip(5, 1), clip(5, 2)
     steps = []
@@ -377,6 +405,8 @@ def test_edit_starts_its_grid_at_the_strength(pipe):
     (Task(loop=True, video=clip(13), extend="forward", loop_lengths=(9, 33)), {},
      "leaves nothing to generate"),
     (Task(loop_tries=2), {}, "--loop-tries picks among clips made for a --loop"),
+    (Task(trim=-1), {}, "--trim must be a whole number >= 0"),
+    (Task(trim=1), {"num_frames": 17}, "--trim 1 with --overlap 1 leaves no new frame"),
     (Task(loop=True, loop_tries=0), {}, "--loop-tries must be a whole number >= 1"),
     (Task(loop=True, loop_tries=2), {"num_frames": 17}, "give no --frames"),
 ])
@@ -423,6 +453,7 @@ def test_cli_tasks_write_clips_and_bad_ones_nothing(tmp_path, capsys, monkeypatc
                            (["--image", str(tmp_path / "first.png"), "--loop", "--video",
                              str(tmp_path / "a.mp4")], "conflict"),
                            (["--frames", "25", "--overlap", "2"], "--overlap 2 leaves no new"),
+                           (["--frames", "25", "--trim", "1"], "--trim 1 with --overlap 1"),
                            (["--frames", "13", "--follow-motion", "--continuation-prompt", "a"],
                             "--follow-motion and --continuation-prompt both")]:
         out = tmp_path / "bad.mp4"

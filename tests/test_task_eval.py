@@ -112,6 +112,9 @@ def test_a_longer_overlap_moves_the_windows_and_seams():
     assert judge(case, truth(case))["passed"]
     assert cases("loop", 1, overlap=2)[0].task.overlap == 2
     assert cases("loop", 1, loop_tries=3)[0].task.loop_tries == 3
+    trimmed = cases("long", 1, frames=41, overlap=2, trim=1)[0]
+    assert trimmed.task.trim == 1 and trimmed.windows[:3] == [(0, 17), (4, 21), (8, 25)]
+    assert trimmed.seams[:2] == [13, 17]  # each window's first new frame, 4 apart
     assert cases("long", 1, frames=41, continuation="empty")[0].task.continuation_prompt == ""
     both = cases("loop", 2, continuation="undirected")
     assert [c.task.continuation_prompt for c in both] == [
@@ -241,6 +244,7 @@ def test_cli_rejects_flags_of_another_task(tmp_path, capsys):
                            (["--task", "loop", "--frames", "17", "--loop-tries", "2"],
                             "and no --frames"),
                            (["--loop-tries", "2"], "give a --task"),
+                           (["--task", "edit", "--trim", "1"], "set how windows continue"),
                            (["--overlap", "2"], "give a --task")]:
         assert main(["eval", "--model", str(model), "--size", "9x16x16", *flags,
                      "--out", str(tmp_path / "x")]) == 2

@@ -125,7 +125,7 @@ def _task(args: argparse.Namespace):
     task = Task(image=args.image, video=args.video, extend=args.extend, loop=args.loop,
                 connect=args.connect, strength=args.strength, crop=args.crop,
                 overlap=args.overlap, continuation_prompt=args.continuation_prompt,
-                loop_tries=args.loop_tries)
+                loop_tries=args.loop_tries, trim=args.trim)
     if args.follow_motion:
         from .critic import moving_now
         if args.continuation_prompt is not None:
@@ -232,9 +232,10 @@ def cmd_eval(args: argparse.Namespace) -> None:
     if args.task:
         return _eval_task(args, pipe, sizes)
     if args.split or args.holdout or args.frames or args.strength is not None \
-            or args.overlap is not None or args.continuation is not None or args.loop_tries != 1:
-        raise UserError("--split, --holdout, --frames, --strength, --overlap, --continuation "
-                        "and --loop-tries set what a --task renders: give a --task")
+            or args.overlap is not None or args.continuation is not None or args.loop_tries != 1 \
+            or args.trim:
+        raise UserError("--split, --holdout, --frames, --strength, --overlap, --continuation, "
+                        "--loop-tries and --trim set what a --task renders: give a --task")
     report = run_eval(generate, args.out, clips=args.clips, seed=args.seed, sizes=sizes,
                       vocabulary=args.vocabulary, batch_size=args.batch_size)
     totals = report["totals"]
@@ -256,10 +257,10 @@ def _eval_task(args: argparse.Namespace, pipe, sizes: list) -> None:
                         "long or loop")
     if args.strength is not None and args.task != "edit":
         raise UserError("--strength sets an edit's strength: use it with --task edit")
-    if (args.overlap is not None or args.continuation is not None) \
+    if (args.overlap is not None or args.continuation is not None or args.trim) \
             and args.task not in ("long", "loop"):
-        raise UserError("--overlap and --continuation set how windows continue: use them with "
-                        "--task long or loop")
+        raise UserError("--overlap, --continuation and --trim set how windows continue: use them "
+                        "with --task long or loop")
     if args.loop_tries != 1 and (args.task != "loop" or args.frames is not None):
         raise UserError("--loop-tries picks among clips made for a loop whose length is found: "
                         "use it with --task loop and no --frames")
@@ -274,6 +275,7 @@ def _eval_task(args: argparse.Namespace, pipe, sizes: list) -> None:
     kw = dict(clips=args.clips, seed=args.seed, size=sizes[0], frames=args.frames,
               overlap=pipe.diffusion.window_overlap if args.overlap is None else args.overlap,
               continuation=args.continuation or "model", loop_tries=args.loop_tries,
+              trim=args.trim,
               batch_size=args.batch_size, holdout=args.holdout or (),
               strength=0.6 if args.strength is None else args.strength,
               roundtrip=lambda clip: roundtrip(pipe, clip[None])[0])
@@ -442,6 +444,8 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--strength", type=_real(), help="--task edit: SDEdit strength (default 0.6)")
     p.add_argument("--loop-tries", type=_integer(1), default=1, metavar="K", help="--task loop "
                    "with no --frames: generate's --loop-tries (default 1)")
+    p.add_argument("--trim", type=_integer(0), default=0, metavar="T", help="--task long or "
+                   "loop: generate's --trim (default 0)")
     p.add_argument("--overlap", type=_integer(1), help="--task long or loop: latent frames a "
                    "window holds of the one before (default: the model's "
                    "diffusion.window_overlap)")
@@ -521,6 +525,10 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overlap", type=_integer(1), help="clips longer than the model's window: "
                    "latent frames each window holds of the one before (each is 4 frames; "
                    "default: the model's diffusion.window_overlap, 2 for the bundled model)")
+    p.add_argument("--trim", type=_integer(0), default=0, metavar="T", help="clips longer than "
+                   "the model's window: each window but the last leaves its last T latent frames "
+                   "(4T frames) to the next, which makes them again (a window's last latent frame "
+                   "is its least steady); about twice the windows at 1 (default 0)")
     p.add_argument("--continuation-prompt", metavar="TEXT", help="the prompt of windows that "
                    "hold the output's own frames (long clips, loops), guided as the prompt is; "
                    "'' gives them the empty prompt and no guidance (default: the model's "

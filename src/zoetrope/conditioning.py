@@ -15,6 +15,10 @@ default the pipeline's default frames); o = `Task.overlap` latent frames (defaul
 - extend forward and long clips: a window holds the clip at its start. Window after window, the
   next one holds the output's last 1 + 4o frames, encoded as a clip of their own (its latent frame
   0 is again one frame alone), and adds its new frames: memory stays flat in the length.
+  With `Task.trim` t, each forward window but the last keeps all but its last t latent frames
+  (4t frames), which the next window, holding the 1 + 4o frames before them, makes again: a
+  window's last latent frame decodes least steadily (speed glitches there), so no window's
+  last is kept but the final one's, for about twice the windows at t = 1.
 - extend backward, and B of connect: the clip (1 + 4b frames) encoded alone; its latent frames
   1..b (its frames 1..4b) are held as the window's last b latent frames. Its frame 0 shares a
   latent frame with three new frames and is drawn anew, so the output ends with the clip's frames
@@ -88,6 +92,9 @@ class Task:
     crop: bool = False  # centre-crop given frames of another aspect ratio [--crop]
     # latent frames a window holds of the one before; None: the model's diffusion.window_overlap
     overlap: int | None = None  # [--overlap]
+    # latent frames at the end of each window but the last that the next window makes again
+    # (a window's last latent frame decodes least steadily): more windows, a steadier clip [--trim]
+    trim: int = 0
     window: int | None = None  # frames per window; default: the pipeline's default frames
     # the prompt of windows holding the output's own earlier frames: None, the prompt; a text
     # (or one per prompt), guided as the prompt is; "", the empty prompt without guidance: they
@@ -128,6 +135,8 @@ class Task:
             raise UserError("--loop-tries picks among clips made for a --loop: it needs --loop")
         if self.overlap is not None and self.overlap < 1:
             raise UserError(f"overlap must be at least 1 latent frame, got {self.overlap}")
+        if not isinstance(self.trim, int) or self.trim < 0:
+            raise UserError(f"--trim must be a whole number >= 0, got {self.trim!r}")
 
 
 @dataclass
@@ -254,6 +263,7 @@ class _Run:
     overlap: int  # latent frames a window holds of the one before
     crop: bool  # centre-crop given frames of another aspect ratio
     continuation: str | Reader | list[str] | list[Reader] | None = None  # Task.continuation_prompt
+    trim: int = 0  # Task.trim
 
     @property
     def reads_frames(self) -> bool:
@@ -347,9 +357,14 @@ def _forward(run: _Run, frames: int, head: Video | None = None,
         size = (offset + frames - done if final else
                 max(least, min(run.window, offset + frames - done - 4 - 4 * b)))
         video = _window(now, size, hold, tail if final else None)
-        out.append(video[:, offset:])
-        done += size - offset
-        hold = video[:, size - 1 - 4 * o:]  # the next window's start: 1 + 4o frames
+        # a window but the last leaves its last run.trim latent frames to the next, where it
+        # still makes a new frame without them
+        cut = size - 4 * run.trim
+        keep = cut if not final and cut > max(least - 4, 4 * o) else size
+        out.append(video[:, offset:keep])
+        done += keep - offset
+        # the next window's start: 1 + 4o frames as this window decoded them
+        hold = video[:, keep - 1 - 4 * o:keep]
     return np.concatenate(out, 1)
 
 
@@ -502,9 +517,9 @@ def generate(pipe: TextToVideoPipeline, task: Task, sizes: list[tuple[int, int, 
     pipe.latent_shape((window, height, width))  # a window the VAE and DiT can take
     overlap = pipe.diffusion.window_overlap if task.overlap is None else task.overlap
     if task.strength is None:
-        check_overlap(overlap, window)
+        check_overlap(overlap, window, task.trim)
     run = _Run(pipe, sampling, len(sizes), height, width, window, overlap, task.crop,
-               task.continuation_prompt)
+               task.continuation_prompt, task.trim)
     if task.strength is not None:
         return list(_edit(run, _clip(run, task.video, False, "--video"), task.strength))
     if task.extend == "backward":
@@ -545,12 +560,16 @@ def generate(pipe: TextToVideoPipeline, task: Task, sizes: list[tuple[int, int, 
     return _loop(run, video, [n for n, _ in fits])
 
 
-def check_overlap(overlap: int, window: int) -> None:
+def check_overlap(overlap: int, window: int, trim: int = 0) -> None:
     """One line of error unless a window of `window` frames that holds the last 1 + 4 x overlap
-    frames of the one before still makes a new latent frame."""
+    frames of the one before still makes a new latent frame, and one more for each of the
+    `trim` latent frames it leaves to the next window."""
     if overlap < 1 or 1 + 4 * overlap + 4 > window:
         raise UserError(f"--overlap {overlap} leaves no new frame in a window of {window} frames: "
                         f"it must be 1 .. {(window - 5) // 4}")
+    if trim < 0 or 1 + 4 * overlap + 4 + 4 * trim > window:
+        raise UserError(f"--trim {trim} with --overlap {overlap} leaves no new frame in a window "
+                        f"of {window} frames: it must be 0 .. {(window - 5) // 4 - overlap}")
 
 
 def as_task(task: Task | None, first_frame: np.ndarray | list[np.ndarray] | None) -> Task | None:

@@ -136,10 +136,12 @@ def _given_length(window: int) -> int:
     return 1 + 4 * max(1, (window - 1) // 8)
 
 
-def long_windows(frames: int, window: int, overlap: int = 1) -> list[tuple[int, int]]:
+def long_windows(frames: int, window: int, overlap: int = 1,
+                 trim: int = 0) -> list[tuple[int, int]]:
     """(start, stop) of the windows a long clip is made in (`conditioning._forward` with no
-    given frames): each holds the last 1 + 4 x overlap frames of the one before."""
-    step = window - 1 - 4 * overlap
+    given frames): each holds the last 1 + 4 x overlap frames of the one before, or with `trim`
+    (`Task.trim`) the 1 + 4 x overlap frames before the one before's last 4 x trim."""
+    step = window - 1 - 4 * overlap - 4 * trim
     out, start = [(0, min(window, frames))], 0
     while out[-1][1] < frames:
         start += step
@@ -169,11 +171,11 @@ def split_prompts(clips: int, seed: int, split: str, holdout: Sequence[str] = ()
 def build_cases(task: str, clips: int, seed: int, size: tuple[int, int, int],
                 frames: int | None = None, strength: float = 0.6, split: str = "in",
                 holdout: Sequence[str] = (), overlap: int = 1,
-                continuation: str = "model", loop_tries: int = 1) -> list[Case]:
+                continuation: str = "model", loop_tries: int = 1, trim: int = 0) -> list[Case]:
     """The cases of `task` over `clips` balanced prompts; size = (window frames, height, width);
     `overlap` (long and loop): `conditioning.Task`'s; `continuation` (long and loop): one of
     `CONTINUATIONS`, each case's `Task.continuation_prompt`; `loop_tries` (a loop whose length
-    is found): `Task.loop_tries`."""
+    is found): `Task.loop_tries`; `trim` (long and loop): `Task.trim`."""
     if task not in TASKS:
         raise UserError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
     if continuation not in CONTINUATIONS:
@@ -189,7 +191,7 @@ def build_cases(task: str, clips: int, seed: int, size: tuple[int, int, int],
                         f"least 13 frames, got {window}")
     if not 0 < strength <= 1:
         raise UserError(f"strength must be in (0, 1], got {strength}")
-    check_overlap(overlap, window)
+    check_overlap(overlap, window, trim)
     found = task == "loop" and frames is None  # the loop's length found by the model
     if loop_tries != 1 and not found:
         raise UserError("--loop-tries picks among clips made for a loop whose length is found: "
@@ -230,12 +232,12 @@ def build_cases(task: str, clips: int, seed: int, size: tuple[int, int, int],
             case.task = Task(loop=True, overlap=overlap,
                              continuation_prompt=_continuation(continuation, prompt),
                              loop_lengths=default_loop_lengths(window) if found else None,
-                             loop_tries=loop_tries)
+                             loop_tries=loop_tries, trim=trim)
             case.wrap = True  # the seam is where the clip wraps: its length
         else:  # long
-            case.task = Task(overlap=overlap,
+            case.task = Task(overlap=overlap, trim=trim,
                              continuation_prompt=_continuation(continuation, prompt))
-            case.windows = long_windows(total, window, overlap)
+            case.windows = long_windows(total, window, overlap, trim)
             case.seams = [start + 1 + 4 * overlap for start, _ in case.windows[1:]]
         cases.append(case)
     return cases
@@ -379,14 +381,14 @@ def run_task_eval(task: str, generate: Generate, out_dir: str | Path, clips: int
                   frames: int | None = None, strength: float = 0.6, batch_size: int = 4,
                   roundtrip: Roundtrip | None = None, progress: bool = True,
                   split: str = "in", holdout: Sequence[str] = (), overlap: int = 1,
-                  continuation: str = "model", loop_tries: int = 1) -> dict:
+                  continuation: str = "model", loop_tries: int = 1, trim: int = 0) -> dict:
     """Build `task`'s cases (from `split`), generate and judge each, write report.json,
     report.md and contact_sheet.png (the ideal paths drawn over) to `out_dir`; return the
     report."""
     if clips < 1 or batch_size < 1:
         raise UserError(f"clips and batch_size must be >= 1, got {clips} and {batch_size}")
     cases = build_cases(task, clips, seed, tuple(size), frames, strength, split, holdout, overlap,
-                        continuation, loop_tries)
+                        continuation, loop_tries, trim)
     records, thumbs = [], []
     with tqdm(total=clips, desc=f"eval {task} ({split})", unit="clip",
               disable=not progress) as bar:
@@ -410,7 +412,7 @@ def run_task_eval(task: str, generate: Generate, out_dir: str | Path, clips: int
     report = {"config": {"task": task, "split": split, "holdout": list(holdout),
                          "clips": clips, "seed": seed, "size": list(size),
                          "frames": cases[0].frames, "loop_lengths": cases[0].task.loop_lengths,
-                         "loop_tries": cases[0].task.loop_tries,
+                         "loop_tries": cases[0].task.loop_tries, "trim": cases[0].task.trim,
                          "strength": strength if task == "edit"
                          else None, "overlap": overlap if task in ("long", "loop") else None,
                          "continuation": continuation if task in ("long", "loop") else None,
