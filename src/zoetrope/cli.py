@@ -261,9 +261,6 @@ def _eval_task(args: argparse.Namespace, pipe, sizes: list) -> None:
             and args.task not in ("long", "loop"):
         raise UserError("--overlap, --continuation and --trim set how windows continue: use them "
                         "with --task long or loop")
-    if args.loop_tries != 1 and (args.task != "loop" or args.frames is not None):
-        raise UserError("--loop-tries picks among clips made for a loop whose length is found: "
-                        "use it with --task loop and no --frames")
 
     def generate(cases, seed: int):
         out = pipe([c.prompt for c in cases], num_frames=cases[0].frames, height=sizes[0][1],

@@ -547,17 +547,12 @@ def generate(pipe: TextToVideoPipeline, task: Task, sizes: list[tuple[int, int, 
     if head is not None:
         _room(head.shape[1], shortest, "--video")
     made = 1 + 4 * math.ceil((longest + 4 * overlap - 1) / 4)
-    video, fits = None, []
-    for _ in range(task.loop_tries):  # each try draws its own noise; per prompt the closest kept
-        tried = _forward(run, made, head)
-        fit = [loop_fit(v, shortest, longest, 4 * overlap) for v in tried]
-        if video is None:
-            video, fits = tried, fit
-            continue
-        for i, f in enumerate(fit):
-            if f[1] < fits[i][1]:
-                video[i], fits[i] = tried[i], f
-    return _loop(run, video, [n for n, _ in fits])
+    tries = [_forward(run, made, head) for _ in range(task.loop_tries)]  # each its own noise
+    fits = [[loop_fit(v, shortest, longest, 4 * overlap) for v in t] for t in tries]
+    # per prompt the try that comes back closest (the first on a tie)
+    best = [min(range(len(tries)), key=lambda k: fits[k][i][1]) for i in range(len(sizes))]
+    return _loop(run, np.stack([tries[k][i] for i, k in enumerate(best)]),
+                 [fits[k][i][0] for i, k in enumerate(best)])
 
 
 def check_overlap(overlap: int, window: int, trim: int = 0) -> None:
